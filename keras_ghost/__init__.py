@@ -1,0 +1,21 @@
+"""keras_ghost: the Ghost family of mobile CNNs (GhostNet, GhostNetV2, ...) for Keras 3."""
+
+from keras_ghost import layers
+from keras_ghost.models import GhostNet, GhostNetV2, ModelSpec, create_model, get_spec, list_models
+from keras_ghost.preprocessing import preprocess_input
+from keras_ghost.profiling import Profile, profile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GhostNet",
+    "GhostNetV2",
+    "ModelSpec",
+    "Profile",
+    "create_model",
+    "get_spec",
+    "layers",
+    "list_models",
+    "preprocess_input",
+    "profile",
+]

@@ -1,0 +1,17 @@
+"""Building blocks: functions over Keras tensors, usable inside any functional model."""
+
+from keras_ghost.layers.common import conv_bn, make_divisible, scale_channels
+from keras_ghost.layers.ghost import dfc_attention, ghost_bottleneck, ghost_module, squeeze_excite
+from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike
+
+__all__ = [
+    "ChannelSlice",
+    "ResizeNearestLike",
+    "conv_bn",
+    "dfc_attention",
+    "ghost_bottleneck",
+    "ghost_module",
+    "make_divisible",
+    "scale_channels",
+    "squeeze_excite",
+]

@@ -1,0 +1,104 @@
+"""Ghost-family building blocks as functions over Keras tensors.
+
+Each block takes a channels-last Keras tensor and returns one, so it drops into any
+functional model. Layer names are hierarchical (`{name}.primary.conv`, ...) and stable:
+the PyTorch weight converter maps from them.
+"""
+
+import math
+
+from keras import layers
+
+from keras_ghost.layers.common import conv_bn, make_divisible
+from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike
+
+
+def squeeze_excite(x, se_ratio=0.25, divisor=4, name="se"):
+    """Squeeze-and-excitation with a hard-sigmoid gate, as in GhostNet / MobileNetV3.
+
+    The reduced width is `make_divisible(channels * se_ratio, divisor)`.
+    """
+    channels = x.shape[-1]
+    reduced = make_divisible(channels * se_ratio, divisor)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
+    s = layers.Conv2D(reduced, 1, name=f"{name}.reduce")(s)
+    s = layers.Activation("relu", name=f"{name}.relu")(s)
+    s = layers.Conv2D(channels, 1, name=f"{name}.expand")(s)
+    s = layers.Activation("hard_sigmoid", name=f"{name}.gate")(s)
+    return layers.Multiply(name=f"{name}.mul")([x, s])
+
+
+def dfc_attention(x, out_channels, kernel_size=1, strides=1, name="dfc"):
+    """DFC attention gate of GhostNetV2, computed from the module input `x`.
+
+    2x2/2 average pool, conv + BN, depthwise (1, 5) + BN, depthwise (5, 1) + BN,
+    sigmoid. Returns the gate at the pooled resolution; `ghost_module` resizes it.
+    A spatial axis smaller than 2 is not pooled (the reference would fail there).
+    """
+    pool = tuple(2 if (d is None or d >= 2) else 1 for d in x.shape[1:3])
+    g = layers.AveragePooling2D(pool, strides=pool, padding="valid", name=f"{name}.pool")(x)
+    g = conv_bn(g, out_channels, kernel_size, strides, name=name)
+    g = conv_bn(g, None, (1, 5), depthwise=True, name=f"{name}.horizontal")
+    g = conv_bn(g, None, (5, 1), depthwise=True, name=f"{name}.vertical")
+    return layers.Activation("sigmoid", name=f"{name}.sigmoid")(g)
+
+
+def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, relu=True,
+                 dfc=False, name="ghost"):
+    """C-Ghost module: a primary conv makes `ceil(out / ratio)` intrinsic maps and a cheap
+    depthwise `dw_size` conv makes the ghost maps; their concat is cut to `out_channels`.
+
+    Args:
+        x: input tensor (channels-last).
+        out_channels: any positive channel count, odd ones included.
+        ratio: `s` of the paper; 1 / ratio of the output comes from the primary conv.
+        kernel_size: kernel of the primary conv (1 in GhostNet; k to replace a k x k conv).
+        dw_size: kernel `d` of the cheap depthwise conv.
+        strides: stride of the primary conv.
+        relu: ReLU after the primary and cheap ops.
+        dfc: multiply the output by GhostNetV2's DFC attention gate.
+    """
+    if out_channels < 1 or ratio < 2:
+        raise ValueError(f"ghost_module needs out_channels >= 1 and ratio >= 2, got "
+                         f"out_channels={out_channels}, ratio={ratio}.")
+    inputs = x
+    act = "relu" if relu else None
+    init_channels = math.ceil(out_channels / ratio)
+    primary = conv_bn(x, init_channels, kernel_size, strides, activation=act, name=f"{name}.primary")
+    cheap = conv_bn(primary, None, dw_size, depthwise=True, depth_multiplier=ratio - 1,
+                    activation=act, name=f"{name}.cheap")
+    if init_channels * ratio > out_channels:
+        # Only ghost maps fall beyond `out_channels`, so cutting the cheap part is enough.
+        cheap = ChannelSlice(out_channels - init_channels, name=f"{name}.cheap.slice")(cheap)
+    out = layers.Concatenate(name=f"{name}.concat")([primary, cheap])
+    if dfc:
+        gate = dfc_attention(inputs, out_channels, kernel_size, strides, name=f"{name}.dfc")
+        gate = ResizeNearestLike(name=f"{name}.dfc.resize")([gate, out])
+        out = layers.Multiply(name=f"{name}.dfc.mul")([out, gate])
+    return out
+
+
+def ghost_bottleneck(x, mid_channels, out_channels, kernel_size=3, strides=1, se_ratio=0.0,
+                     dfc=False, name="block"):
+    """Ghost bottleneck: ghost (expand, ReLU) -> [depthwise k x k, stride 2] -> [SE] ->
+    ghost (project, linear) + shortcut.
+
+    The shortcut is the identity when shapes allow, else depthwise k x k (stride) + BN +
+    1x1 conv + BN. `dfc=True` gives the first ghost module DFC attention (GhostNetV2).
+    """
+    in_channels = x.shape[-1]
+    shortcut = x
+    x = ghost_module(x, mid_channels, relu=True, dfc=dfc, name=f"{name}.ghost1")
+    if strides > 1:
+        x = conv_bn(x, None, kernel_size, strides, depthwise=True, name=f"{name}.dw")
+    if se_ratio:
+        x = squeeze_excite(x, se_ratio, name=f"{name}.se")
+    x = ghost_module(x, out_channels, relu=False, name=f"{name}.ghost2")
+    if in_channels != out_channels or strides != 1:
+        shortcut = conv_bn(shortcut, None, kernel_size, strides, depthwise=True,
+                           name=f"{name}.shortcut.dw")
+        shortcut = conv_bn(shortcut, out_channels, 1, name=f"{name}.shortcut.pw")
+    return layers.Add(name=f"{name}.add")([x, shortcut])
+
+
+__all__ = ["squeeze_excite", "dfc_attention", "ghost_module", "ghost_bottleneck"]

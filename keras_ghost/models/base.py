@@ -1,0 +1,69 @@
+"""What every model builder shares: the keras.applications argument handling."""
+
+import numbers
+
+import keras
+from keras import layers
+
+
+def check_width(width):
+    if not isinstance(width, numbers.Real) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a positive number (e.g. 0.5, 1.0, 1.3), got {width!r}.")
+    return float(width)
+
+
+def check_top_args(include_top, weights, classes, pooling, spec):
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}.")
+    if weights == "imagenet":
+        if spec is None or not spec.weights_url:
+            raise ValueError("weights='imagenet' needs a registered variant with reference weights; "
+                             "pass a local weights file or weights=None instead.")
+        if include_top and classes != 1000:
+            raise ValueError(f"weights='imagenet' with include_top=True gives 1000 classes, got "
+                             f"classes={classes}. Use include_top=False and add your own classifier.")
+
+
+def model_inputs(input_shape, input_tensor, default_shape, min_size, name):
+    """Returns `(inputs, x)`: the model's Input(s) and the image tensor to build on.
+
+    `input_shape` defaults to the variant's input size; `(None, None, 3)` makes a model
+    for any image size. Static sizes below `min_size` raise.
+    """
+    if input_tensor is not None:
+        shape = tuple(input_tensor.shape[1:])
+        if keras.backend.is_keras_tensor(input_tensor):
+            x = input_tensor
+        else:
+            x = layers.Input(tensor=input_tensor, shape=shape)
+        inputs = keras.utils.get_source_inputs(x)
+    else:
+        shape = tuple(input_shape) if input_shape is not None else tuple(default_shape)
+        x = inputs = layers.Input(shape=shape, name="image")
+    if len(shape) != 3:
+        raise ValueError(f"{name}: input_shape must be (height, width, channels), got {shape}.")
+    small = [d for d in shape[:2] if d is not None and d < min_size]
+    if small:
+        raise ValueError(f"{name}: input size {shape[:2]} is too small; height and width must be "
+                         f"at least {min_size} (the network downsamples by {min_size}).")
+    return inputs, x
+
+
+def preprocessing_layer(spec_mean, spec_std):
+    """Maps raw 0..255 pixels to the reference normalization inside the graph."""
+    mean = [255.0 * m for m in spec_mean]
+    variance = [(255.0 * s) ** 2 for s in spec_std]
+    return layers.Normalization(mean=mean, variance=variance, name="preprocess")
+
+
+def classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate):
+    """keras.applications semantics: a Dense classifier, or the pooled / unpooled features."""
+    if include_top:
+        if dropout_rate:
+            x = layers.Dropout(dropout_rate, name="head.dropout")(x)
+        return layers.Dense(classes, activation=classifier_activation, name="head.classifier")(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="head.pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="head.pool")(x)
+    return x

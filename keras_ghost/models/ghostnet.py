@@ -1,0 +1,177 @@
+"""GhostNet (CVPR 2020) and GhostNetV2 (NeurIPS 2022) as Keras 3 functional models.
+
+Faithful to the reference PyTorch code (huawei-noah Efficient-AI-Backbones, timm's
+`ghostnet.py`): same block table, channel rounding, padding and BN epsilon, so reference
+checkpoints load and give the same logits.
+"""
+
+from typing import NamedTuple
+
+import keras
+from keras import layers
+
+from keras_ghost.layers.common import conv_bn, scale_channels
+from keras_ghost.layers.ghost import ghost_bottleneck
+from keras_ghost.models import base
+from keras_ghost.models.registry import find_spec, register
+from keras_ghost.weights import load_weights
+
+
+class GhostBlock(NamedTuple):
+    kernel: int  # depthwise kernel of the stride-2 conv and of the shortcut
+    mid: int  # expanded channels (output of ghost1), before width scaling
+    out: int  # output channels, before width scaling
+    se_ratio: float  # squeeze-excite ratio on `mid`; 0 = no SE
+    stride: int
+
+
+# Grouped as in the reference code (its `blocks.{stage}.{block}` keys follow this nesting).
+GHOSTNET_STAGES = (
+    (GhostBlock(3, 16, 16, 0, 1),),
+    (GhostBlock(3, 48, 24, 0, 2),),
+    (GhostBlock(3, 72, 24, 0, 1),),
+    (GhostBlock(5, 72, 40, 0.25, 2),),
+    (GhostBlock(5, 120, 40, 0.25, 1),),
+    (GhostBlock(3, 240, 80, 0, 2),),
+    (GhostBlock(3, 200, 80, 0, 1), GhostBlock(3, 184, 80, 0, 1), GhostBlock(3, 184, 80, 0, 1),
+     GhostBlock(3, 480, 112, 0.25, 1), GhostBlock(3, 672, 112, 0.25, 1)),
+    (GhostBlock(5, 672, 160, 0.25, 2),),
+    (GhostBlock(5, 960, 160, 0, 1), GhostBlock(5, 960, 160, 0.25, 1), GhostBlock(5, 960, 160, 0, 1),
+     GhostBlock(5, 960, 160, 0.25, 1)),
+)
+STEM_CHANNELS = 16
+FEATURE_CHANNELS = 960
+HEAD_CHANNELS = 1280  # not width-scaled, as in the reference
+MIN_INPUT_SIZE = 32
+
+
+def torch_name_rules(num_stages=len(GHOSTNET_STAGES)):
+    """(regex, replacement) pairs that map reference PyTorch module paths to layer names."""
+    last = rf"^blocks\.{num_stages}\.0\."
+    return (
+        (r"^conv_stem$", "stem.conv"),
+        (r"^bn1$", "stem.bn"),
+        (last + r"conv$", "features.conv"),
+        (last + r"bn1$", "features.bn"),
+        (r"^blocks\.(\d+)\.(\d+)\.", r"stage\1.block\2."),
+        (r"\.primary_conv\.0$", ".primary.conv"),
+        (r"\.primary_conv\.1$", ".primary.bn"),
+        (r"\.cheap_operation\.0$", ".cheap.conv"),
+        (r"\.cheap_operation\.1$", ".cheap.bn"),
+        (r"\.short_conv\.0$", ".dfc.conv"),
+        (r"\.short_conv\.1$", ".dfc.bn"),
+        (r"\.short_conv\.2$", ".dfc.horizontal.conv"),
+        (r"\.short_conv\.3$", ".dfc.horizontal.bn"),
+        (r"\.short_conv\.4$", ".dfc.vertical.conv"),
+        (r"\.short_conv\.5$", ".dfc.vertical.bn"),
+        (r"\.conv_dw$", ".dw.conv"),
+        (r"\.bn_dw$", ".dw.bn"),
+        (r"\.se\.conv_reduce$", ".se.reduce"),
+        (r"\.se\.conv_expand$", ".se.expand"),
+        (r"\.shortcut\.0$", ".shortcut.dw.conv"),
+        (r"\.shortcut\.1$", ".shortcut.dw.bn"),
+        (r"\.shortcut\.2$", ".shortcut.pw.conv"),
+        (r"\.shortcut\.3$", ".shortcut.pw.bn"),
+        (r"^conv_head$", "head.conv"),
+        (r"^classifier$", "head.classifier"),
+    )
+
+
+def _ghostnet(builder, version, *, width, include_top, weights, input_shape, input_tensor, pooling,
+              classes, classifier_activation, dropout_rate, include_preprocessing, name):
+    width = base.check_width(width)
+    spec = find_spec(builder, width=width)
+    base.check_top_args(include_top, weights, classes, pooling, spec)
+    name = name or (spec.name if spec else f"{builder.__name__.lower()}_w{width:g}")
+    default_shape = spec.input_size if spec else (224, 224, 3)
+    inputs, x = base.model_inputs(input_shape, input_tensor, default_shape, MIN_INPUT_SIZE, name)
+    if include_preprocessing:
+        reference = spec or find_spec(builder, width=1.0)
+        x = base.preprocessing_layer(reference.mean, reference.std)(x)
+
+    x = conv_bn(x, scale_channels(STEM_CHANNELS, width), 3, 2, activation="relu", name="stem")
+    block_index = 0
+    for stage_index, stage in enumerate(GHOSTNET_STAGES):
+        for index_in_stage, block in enumerate(stage):
+            x = ghost_bottleneck(
+                x,
+                mid_channels=scale_channels(block.mid, width),
+                out_channels=scale_channels(block.out, width),
+                kernel_size=block.kernel,
+                strides=block.stride,
+                se_ratio=block.se_ratio,
+                # GhostNetV2: DFC attention everywhere but in the first two blocks.
+                dfc=version == 2 and block_index > 1,
+                name=f"stage{stage_index}.block{index_in_stage}",
+            )
+            block_index += 1
+    x = conv_bn(x, scale_channels(FEATURE_CHANNELS, width), 1, activation="relu", name="features")
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="head.pool")(x)
+        x = layers.Conv2D(HEAD_CHANNELS, 1, name="head.conv")(x)
+        x = layers.Activation("relu", name="head.relu")(x)
+        x = layers.Flatten(name="head.flatten")(x)
+    x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
+
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        load_weights(model, weights, spec=spec, torch_rules=torch_name_rules())
+    return model
+
+
+def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
+             pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
+             include_preprocessing=False, name=None):
+    """GhostNet (C-Ghost bottlenecks), keras.applications style.
+
+    Args:
+        width: width multiplier (0.5, 1.0, 1.3 are registered; any positive value builds).
+        include_top: include the 1280-wide head and the classifier.
+        weights: None, "imagenet" (reference checkpoint), or a path to a Keras weights file
+            (`.weights.h5`, `.keras`) or a reference PyTorch checkpoint (`.pth`, `.pth.tar`,
+            `.safetensors`; timm or official key names).
+        input_shape: (height, width, channels); defaults to (224, 224, 3). Use
+            (None, None, 3) for any size. Height and width must be at least 32.
+        input_tensor: optional Keras tensor to build the model on.
+        pooling: without the top, None (4D features), "avg" or "max".
+        classes: number of classes of the classifier.
+        classifier_activation: activation of the classifier, None for logits.
+        dropout_rate: dropout before the classifier.
+        include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
+        name: model name; defaults to the registered variant name.
+    """
+    return _ghostnet(GhostNet, 1, width=width, include_top=include_top, weights=weights,
+                     input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                     classes=classes, classifier_activation=classifier_activation,
+                     dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                     name=name)
+
+
+def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
+               pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
+               include_preprocessing=False, name=None):
+    """GhostNetV2 (GhostNet with DFC attention), keras.applications style.
+
+    Same arguments as `GhostNet`; registered widths are 1.0, 1.3 and 1.6.
+    """
+    return _ghostnet(GhostNetV2, 2, width=width, include_top=include_top, weights=weights,
+                     input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                     classes=classes, classifier_activation=classifier_activation,
+                     dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                     name=name)
+
+
+_V1_URL = "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/"
+_V2_URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV2/"
+
+register("ghostnet_050", GhostNet, kwargs=dict(width=0.5), top1=66.2)
+register("ghostnet_100", GhostNet, kwargs=dict(width=1.0), top1=73.98,
+         weights_url=_V1_URL + "ghostnet_1x.pth")
+register("ghostnet_130", GhostNet, kwargs=dict(width=1.3), top1=75.7)
+register("ghostnetv2_100", GhostNetV2, kwargs=dict(width=1.0), top1=75.3,
+         weights_url=_V2_URL + "ck_ghostnetv2_10.pth.tar")
+register("ghostnetv2_130", GhostNetV2, kwargs=dict(width=1.3), top1=76.9,
+         weights_url=_V2_URL + "ck_ghostnetv2_13.pth.tar")
+register("ghostnetv2_160", GhostNetV2, kwargs=dict(width=1.6), top1=77.8,
+         weights_url=_V2_URL + "ck_ghostnetv2_16.pth.tar")

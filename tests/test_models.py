@@ -1,0 +1,105 @@
+"""Every registered variant: fidelity goldens, forward, gradients, serialization."""
+
+import numpy as np
+import pytest
+
+import keras_ghost
+from helpers import (assert_builtin_layers_only, run_config_roundtrip, run_forward, run_save_load,
+                     run_train_step)
+
+# Reference figures of ../shared/reference/ARCHITECTURES.md: trainable params as PyTorch
+# counts them (exact) and MACs of conv/linear layers for one 224x224 image (within 1%).
+GOLDEN = {
+    "ghostnet_050": (2_587_292, 42.3e6),
+    "ghostnet_100": (5_182_508, 141.2e6),
+    "ghostnet_130": (7_358_820, 227.0e6),
+    "ghostnetv2_100": (6_156_908, 167.0e6),
+    "ghostnetv2_130": (8_960_404, 269.3e6),
+    "ghostnetv2_160": (12_392_698, 398.6e6),
+}
+MODELS = keras_ghost.list_models()
+
+
+def test_every_variant_has_a_golden():
+    assert sorted(GOLDEN) == MODELS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_params_and_macs_match_reference(name):
+    params, macs = GOLDEN[name]
+    profile = keras_ghost.profile(keras_ghost.create_model(name))
+    assert profile.params == params
+    assert abs(profile.macs - macs) / macs < 0.01, profile.macs
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_train_step_and_structure(name):
+    model = keras_ghost.create_model(name, input_shape=(32, 32, 3), classes=10)
+    run_forward(model)
+    assert_builtin_layers_only(model)
+    run_train_step(model, classes=10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("shape", [(33, 47, 3), (64, 40, 3), (97, 97, 3)])
+def test_non_square_and_odd_sizes(name, shape):
+    model = keras_ghost.create_model(name, input_shape=shape, include_top=False, pooling="avg")
+    _, features = run_forward(model)
+    assert features.shape[1] == model.output_shape[-1]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_roundtrip_and_save_load(name, tmp_path):
+    model = keras_ghost.create_model(name, input_shape=(48, 48, 3), classes=7)
+    run_config_roundtrip(model)
+    run_save_load(model, tmp_path)
+
+
+def test_dynamic_input_size():
+    model = keras_ghost.GhostNetV2(input_shape=(None, None, 3), include_top=False, pooling="max")
+    for size in [(64, 64), (70, 90)]:
+        out = model.predict(np.zeros((1, *size, 3), "float32"), verbose=0)
+        assert out.shape == (1, model.output_shape[-1])
+
+
+def test_keras_applications_signature():
+    model = keras_ghost.GhostNet(width=1.3, input_shape=(160, 192, 3), classes=10)
+    assert model.output_shape == (None, 10)
+    assert model.name == "ghostnet_130"
+    assert np.allclose(model.predict(np.zeros((1, 160, 192, 3)), verbose=0).sum(), 1.0, atol=1e-5)
+
+    features = keras_ghost.create_model("ghostnetv2_160", include_top=False)
+    assert features.output_shape == (None, 7, 7, 1536)
+    pooled = keras_ghost.create_model("ghostnetv2_160", include_top=False, pooling="avg")
+    assert pooled.output_shape == (None, 1536)
+
+    custom = keras_ghost.GhostNet(width=0.75)  # any positive width builds
+    assert custom.name == "ghostnet_w0.75"
+
+    import keras
+    tensor = keras.Input((64, 64, 3))
+    on_tensor = keras_ghost.GhostNet(input_tensor=tensor, classes=3, classifier_activation=None)
+    assert on_tensor.inputs[0] is tensor
+
+
+def test_preprocessing_inside_graph_matches_preprocess_input():
+    raw = np.random.RandomState(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    inside = keras_ghost.GhostNet(input_shape=(64, 64, 3), include_preprocessing=True)
+    outside = keras_ghost.GhostNet(input_shape=(64, 64, 3))
+    outside.set_weights([w for l in inside.layers if l.name != "preprocess" for w in l.get_weights()])
+    expected = outside.predict(keras_ghost.preprocess_input(raw, "ghostnet_100"), verbose=0)
+    np.testing.assert_allclose(inside.predict(raw, verbose=0), expected, atol=1e-5)
+
+
+def test_profile_table_and_dynamic_models():
+    model = keras_ghost.GhostNet(input_shape=(None, None, 3), include_top=False)
+    with pytest.raises(ValueError, match="input_shape"):
+        keras_ghost.profile(model)
+    at_224 = keras_ghost.profile(model, input_shape=(224, 224, 3))
+    static = keras_ghost.profile(keras_ghost.GhostNet(include_top=False))
+    assert (at_224.params, at_224.macs, at_224.activations) == (
+        static.params, static.macs, static.activations)
+    stem = next(p for p in static.layers if p.name == "stem.conv")
+    assert stem.macs == 112 * 112 * 3 * 3 * 3 * 16 and stem.activations == 112 * 112 * 16
+    table = static.table()
+    assert "stem.conv" in table and f"{static.macs:,}" in table.splitlines()[-1]
