@@ -1,0 +1,168 @@
+"""TFLite conversion (fp32, fp16, dynamic-range, full int8), inspection and fidelity checks."""
+
+import collections
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("fp32", "fp16", "dynamic", "int8")
+IO_TYPES = ("int8", "uint8", "float")
+
+
+def convert(model, mode="fp32", calibration=None, io_type="int8"):
+    """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
+
+    `calibration` (float32 array shaped like the model input, already preprocessed) is
+    required for `int8`, which quantizes weights and activations; `io_type` sets the
+    int8 model's input/output type. Only TFLite builtin ops are allowed.
+    """
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if io_type not in IO_TYPES:
+        raise ValueError(f"io_type must be one of {IO_TYPES}, got {io_type!r}.")
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in input_shape):
+        raise ValueError(f"'{model.name}' has a dynamic input {input_shape}; build it with a "
+                         "fixed input_shape for export.")
+    signature = [tf.TensorSpec((1, *input_shape), tf.float32, name="image")]
+    with tempfile.TemporaryDirectory() as saved_model, contextlib.redirect_stdout(io.StringIO()):
+        # A SavedModel with a static batch-1 signature: variables are frozen by the
+        # converter and the .tflite input is (1, h, w, c).
+        model.export(saved_model, format="tf_saved_model", input_signature=signature)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        _configure(converter, mode, calibration, io_type, input_shape)
+        return converter.convert()
+
+
+def _configure(converter, mode, calibration, io_type, input_shape):
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        calibration = _check_calibration(calibration, input_shape)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_type != "float":
+            converter.inference_input_type = getattr(tf, io_type)
+            converter.inference_output_type = getattr(tf, io_type)
+
+
+def _check_calibration(calibration, input_shape):
+    if calibration is None:
+        raise ValueError("int8 conversion needs calibration images.")
+    calibration = np.asarray(calibration, dtype="float32")
+    if calibration.ndim != 4 or tuple(calibration.shape[1:]) != input_shape:
+        raise ValueError(f"Calibration data of shape {calibration.shape} does not fit the model "
+                         f"input (n, {', '.join(map(str, input_shape))}).")
+    return calibration
+
+
+def write_atomic(data, path):
+    """Writes bytes (or a JSON-able object) to `path` via a temp file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(data, (bytes, bytearray)):
+        data = (json.dumps(data, indent=2) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def interpreter(model_content, num_threads=1, xnnpack=True):
+    """A LiteRT interpreter with tensors allocated; clear error on a corrupt model."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    try:
+        it = Interpreter(model_content=bytes(model_content), num_threads=num_threads,
+                         experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
+    except Exception as e:
+        raise ValueError(f"Not a valid TFLite model ({type(e).__name__}: {e}).") from e
+    return it
+
+
+def read_tflite(path):
+    data = Path(path).read_bytes()
+    interpreter(data)  # validates
+    return data
+
+
+def op_histogram(model_content, xnnpack=False):
+    """`{op name: count}` of the model's graph; with `xnnpack`, after XNNPACK took its
+    partitions (each shows as one DELEGATE op)."""
+    it = interpreter(model_content, xnnpack=xnnpack)
+    return dict(collections.Counter(op["op_name"] for op in it._get_ops_details()))
+
+
+def run(model_content, images):
+    """Runs each image (float32, model-input preprocessed) and returns float outputs,
+    (de)quantizing int8/uint8 inputs and outputs with their scales."""
+    it = interpreter(model_content)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    results = []
+    for x in images:
+        x = x[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype("float32") - zero) * scale
+        results.append(y[0])
+    return np.stack(results)
+
+
+def fidelity(expected, actual):
+    """Agreement of converted outputs with the Keras model's."""
+    expected = expected.reshape(len(expected), -1)
+    actual = actual.reshape(len(actual), -1)
+    cos = np.sum(expected * actual, 1) / (
+        np.linalg.norm(expected, axis=1) * np.linalg.norm(actual, axis=1) + 1e-12)
+    return {
+        "images": int(len(expected)),
+        "max_abs_diff": float(np.abs(expected - actual).max()),
+        "top1_agreement": float(np.mean(expected.argmax(1) == actual.argmax(1))),
+        "mean_cosine": float(cos.mean()),
+    }
+
+
+def report(model_content, mode, keras_outputs=None, tflite_outputs=None):
+    """The conversion report: size, ops, builtin-only check and fidelity."""
+    ops = op_histogram(model_content)
+    custom = sorted(op for op in ops if op.startswith("Flex") or op == "CUSTOM")
+    result = {
+        "mode": mode,
+        "size_bytes": len(model_content),
+        "ops": dict(sorted(ops.items())),
+        "builtin_only": not custom,
+        "non_builtin_ops": custom,
+        "xnnpack_partitions": op_histogram(model_content, xnnpack=True).get("DELEGATE", 0),
+    }
+    if keras_outputs is not None:
+        result["fidelity"] = fidelity(keras_outputs, tflite_outputs)
+    return result

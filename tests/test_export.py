@@ -1,0 +1,117 @@
+"""TFLite export: every variant converts, runs in LiteRT, uses builtin ops only."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+import keras_ghost
+from keras_ghost import export
+from conftest import REPO, SHARED
+
+SMALL = (32, 32, 3)
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    images = export.load_images(None, limit=24)
+    spec = keras_ghost.get_spec("ghostnet_100")
+    return export.to_model_input(images, SMALL, spec.mean, spec.std)
+
+
+@pytest.mark.parametrize("name", keras_ghost.list_models())
+def test_fp32_and_int8_conversion(name, calibration):
+    model = keras_ghost.create_model(name, input_shape=SMALL, classifier_activation=None)
+    held_out = calibration[-4:]
+    expected = model.predict(held_out, verbose=0)
+
+    fp32 = export.convert(model, "fp32")
+    fp32_report = export.report(fp32, "fp32", expected, export.run(fp32, held_out))
+    assert fp32_report["builtin_only"]
+    assert fp32_report["fidelity"]["max_abs_diff"] < 1e-4
+
+    int8 = export.convert(model, "int8", calibration=calibration[:-4])
+    ops = export.op_histogram(int8)
+    assert not any(op.startswith("Flex") for op in ops)
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=int8)
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    assert list(it.get_input_details()[0]["shape"]) == [1, *SMALL]
+    # Every tensor that feeds a compute op is integer: nothing was left in float.
+    float_tensors = [t["name"] for t in it.get_tensor_details()
+                     if t["dtype"] == np.float32 and t["shape"].size > 0]
+    assert not float_tensors, float_tensors[:5]
+    cosine = export.fidelity(expected, export.run(int8, held_out))["mean_cosine"]
+    assert cosine > 0.9
+
+
+@pytest.mark.parametrize("mode", ["fp16", "dynamic"])
+def test_fp16_and_dynamic_range(mode, calibration):
+    model = keras_ghost.GhostNetV2(input_shape=SMALL, classifier_activation=None)
+    content = export.convert(model, mode)
+    outputs = export.run(content, calibration[:2])
+    assert export.fidelity(model.predict(calibration[:2], verbose=0), outputs)["mean_cosine"] > 0.99
+
+
+def _convert_cli():
+    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "tflite" / "convert.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convert_cli_end_to_end(tmp_path):
+    output = tmp_path / "m.tflite"
+    result = _convert_cli().main(["--int8", "--model", "ghostnet_050", "--input-size", "32",
+                                  "--calib-steps", "16", "--holdout", "8",
+                                  "--include-preprocessing", "--io", "uint8",
+                                  "--output", str(output)])
+    assert output.is_file() and result["builtin_only"]
+    saved = json.loads(output.with_suffix(".json").read_text())
+    assert saved["fidelity"]["images"] == 8 and saved["size_bytes"] == output.stat().st_size
+    assert saved["calibration_images"] == 16
+
+
+def test_min_agreement_gate_writes_nothing(tmp_path):
+    output = tmp_path / "gated.tflite"
+    with pytest.raises(SystemExit, match="min-agreement"):
+        _convert_cli().main(["--int8", "--model", "ghostnet_050", "--input-size", "32",
+                             "--calib-steps", "8", "--holdout", "4", "--min-agreement", "1.01",
+                             "--output", str(output)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tfds_calibration_source():
+    images = export.load_images("cifar10:test", data_dir=str(SHARED / "tfds"), limit=3)
+    assert len(images) == 3 and images[0].shape == (32, 32, 3)
+
+
+def test_missing_and_unknown_datasets(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        export.load_images("cifar100:train", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="Unknown calibration source"):
+        export.load_images("no_such_dataset_xyz", data_dir=str(tmp_path))
+
+
+def test_calibration_of_the_wrong_shape():
+    model = keras_ghost.GhostNet(width=0.5, input_shape=SMALL)
+    with pytest.raises(ValueError, match=r"Calibration data of shape \(4, 16, 16, 3\)"):
+        export.convert(model, "int8", calibration=np.zeros((4, 16, 16, 3), "float32"))
+    with pytest.raises(ValueError, match="HxWx3"):
+        export.to_model_input([np.zeros((32, 32), "uint8")], SMALL)
+
+
+def test_corrupt_tflite(tmp_path):
+    path = tmp_path / "corrupt.tflite"
+    path.write_bytes(b"TFL3 but not really a flatbuffer")
+    with pytest.raises(ValueError, match="Not a valid TFLite model"):
+        export.read_tflite(path)
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path):
+    class Boom:
+        pass
+    with pytest.raises(TypeError):
+        export.write_atomic({"x": Boom()}, tmp_path / "r.json")
+    assert list(tmp_path.iterdir()) == []
