@@ -103,3 +103,10 @@ def test_profile_table_and_dynamic_models():
     assert stem.macs == 112 * 112 * 3 * 3 * 3 * 16 and stem.activations == 112 * 112 * 16
     table = static.table()
     assert "stem.conv" in table and f"{static.macs:,}" in table.splitlines()[-1]
+
+
+def test_readme_table_is_generated_from_the_registry():
+    from conftest import REPO
+    from keras_ghost.models.table import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text()
