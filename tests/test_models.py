@@ -110,3 +110,13 @@ def test_readme_table_is_generated_from_the_registry():
     from keras_ghost.models.table import markdown_table
 
     assert markdown_table() in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_weights_argument_loads_keras_files(suffix, tmp_path):
+    source = keras_ghost.GhostNetV2(input_shape=(40, 40, 3), classes=5)
+    path = tmp_path / f"trained{suffix}"
+    source.save_weights(path) if suffix == ".weights.h5" else source.save(path)
+    loaded = keras_ghost.GhostNetV2(input_shape=(40, 40, 3), classes=5, weights=path)
+    x = np.random.RandomState(3).rand(2, 40, 40, 3).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
