@@ -115,3 +115,17 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(TypeError):
         export.write_atomic({"x": Boom()}, tmp_path / "r.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_local_benchmark_interleaved(tmp_path):
+    from keras_ghost.export import benchmark
+
+    paths = []
+    for width in (0.5, 1.0):
+        model = keras_ghost.GhostNet(width=width, input_shape=SMALL)
+        paths.append(export.write_atomic(export.convert(model, "fp32"), tmp_path / f"g{width}.tflite"))
+    results = benchmark.benchmark(paths, num_threads=1, warmup_runs=2, runs=5)
+    assert [r.model for r in results] == ["g0.5.tflite", "g1.0.tflite"]
+    for r in results:
+        assert r.runs == 5 and 0 < r.min_us <= r.p50_us <= r.max_us and r.std_us >= 0
+    assert "g0.5.tflite" in benchmark.markdown(results)
