@@ -31,17 +31,19 @@ def convert(model, mode="fp32", calibration=None, io_type="int8"):
     if any(d is None for d in input_shape):
         raise ValueError(f"'{model.name}' has a dynamic input {input_shape}; build it with a "
                          "fixed input_shape for export.")
+    if mode == "int8":  # before the (slow) SavedModel export
+        calibration = _check_calibration(calibration, input_shape)
     signature = [tf.TensorSpec((1, *input_shape), tf.float32, name="image")]
     with tempfile.TemporaryDirectory() as saved_model, contextlib.redirect_stdout(io.StringIO()):
         # A SavedModel with a static batch-1 signature: variables are frozen by the
         # converter and the .tflite input is (1, h, w, c).
         model.export(saved_model, format="tf_saved_model", input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        _configure(converter, mode, calibration, io_type, input_shape)
+        _configure(converter, mode, calibration, io_type)
         return converter.convert()
 
 
-def _configure(converter, mode, calibration, io_type, input_shape):
+def _configure(converter, mode, calibration, io_type):
     import tensorflow as tf
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -51,7 +53,6 @@ def _configure(converter, mode, calibration, io_type, input_shape):
     elif mode == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
-        calibration = _check_calibration(calibration, input_shape)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([x[None]] for x in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
