@@ -30,10 +30,14 @@ def test_fp32_and_int8_conversion(name, calibration):
     fp32_report = export.report(fp32, "fp32", expected, export.run(fp32, held_out))
     assert fp32_report["builtin_only"]
     assert fp32_report["fidelity"]["max_abs_diff"] < 1e-4
+    assert fp32_report["xnnpack_partitions"] == 1
 
     int8 = export.convert(model, "int8", calibration=calibration[:-4])
     ops = export.op_histogram(int8)
     assert not any(op.startswith("Flex") for op in ops)
+    # What XNNPACK would not take in int8 is gone: one delegate partition runs it all.
+    assert not set(ops) & {"GATHER", "AVERAGE_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "TILE"}
+    assert export.op_histogram(int8, xnnpack=True)["DELEGATE"] == 1
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=int8)
     assert it.get_input_details()[0]["dtype"] == np.int8
@@ -115,6 +119,14 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(TypeError):
         export.write_atomic({"x": Boom()}, tmp_path / "r.json")
     assert list(tmp_path.iterdir()) == []
+    from keras_ghost.io_utils import atomic_path
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "m.keras", suffix=".keras") as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("writer died")
+    assert list(tmp_path.iterdir()) == []
+    written = export.write_atomic(b"ok", tmp_path / "ok.bin")
+    assert written.read_bytes() == b"ok" and (written.stat().st_mode & 0o777) != 0o600
 
 
 def test_local_benchmark_interleaved(tmp_path):
@@ -129,3 +141,21 @@ def test_local_benchmark_interleaved(tmp_path):
     for r in results:
         assert r.runs == 5 and 0 < r.min_us <= r.p50_us <= r.max_us and r.std_us >= 0
     assert "g0.5.tflite" in benchmark.markdown(results)
+
+
+def test_compare_cli_times_ours_and_a_keras_peer(tmp_path):
+    spec = importlib.util.spec_from_file_location("compare_cli", REPO / "tflite" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    md = tmp_path / "report.md"
+    results = compare.main(["--models", "ghostnet_050", "mobilenetv3small", "--modes", "int8",
+                            "--num-threads", "1", "--runs", "3", "--warmup-runs", "1",
+                            "--input-size", "64", "--out-dir", str(tmp_path),
+                            "--markdown", str(md)])
+    assert sorted(r.model for r in results) == ["ghostnet_050_int8.tflite",
+                                                 "mobilenetv3small_int8.tflite"]
+    assert all(r.avg_us > 0 for r in results)
+    text = md.read_text()
+    assert "| ghostnet_050 |" in text and "| mobilenetv3small |" in text
+    with pytest.raises(SystemExit, match="unknown model"):
+        compare.main(["--models", "resnet9000"])

@@ -1,38 +1,102 @@
 #!/usr/bin/env python
-"""Times .tflite models with the LiteRT interpreter (XNNPACK), interleaved.
+r"""Times .tflite models: locally with the LiteRT interpreter (XNNPACK, interleaved), on an
+Android phone with TFLite's benchmark_model (--adb), or from saved benchmark_model logs.
 
     python tflite/benchmark.py out/ghostnetv2_100_int8.tflite out/ghostnetv2_100_fp32.tflite \
         --num-threads 1 2 --runs 100 --json out/bench.json
+    python tflite/benchmark.py out/*.tflite --adb --benchmark-binary \
+        android_aarch64_benchmark_model --cpu-mask f0 --save-log out/logs --plot out/pareto.png
+    python tflite/benchmark.py --parse-log out/logs/*.log --csv out/phone.csv
 """
 
 import argparse
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+_PHONE_ONLY = ("serial", "benchmark_binary", "use_gpu", "use_nnapi", "no_xnnpack",
+               "op_profiling", "cpu_mask", "save_log")
 
-def main(argv=None):
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("models", nargs="+", help=".tflite files")
+    p.add_argument("models", nargs="*", help=".tflite files")
     p.add_argument("--num-threads", type=int, nargs="+", default=[1])
     p.add_argument("--warmup-runs", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--json", help="write all results to this JSON file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--adb", action="store_true",
+                       help="run TFLite's benchmark_model on an Android device over adb")
+    where.add_argument("--parse-log", nargs="+", metavar="FILE",
+                       help="read saved benchmark_model logs instead of timing anything")
+    phone = p.add_argument_group("phone (--adb)")
+    phone.add_argument("--benchmark-binary", metavar="PATH",
+                       help="benchmark_model built for the device (required with --adb)")
+    phone.add_argument("--serial", help="adb serial of the device (when several are attached)")
+    phone.add_argument("--adb-path", default="adb", help="adb executable (default: from PATH)")
+    phone.add_argument("--use-gpu", action="store_true", help="GPU delegate")
+    phone.add_argument("--use-nnapi", action="store_true", help="NNAPI delegate")
+    phone.add_argument("--no-xnnpack", action="store_true",
+                       help="TFLite's builtin CPU kernels instead of XNNPACK")
+    phone.add_argument("--op-profiling", action="store_true",
+                       help="per-op timings (--enable_op_profiling=true)")
+    phone.add_argument("--cpu-mask", metavar="HEX",
+                       help="taskset CPU mask, e.g. f0 for the big cores of many phones")
+    phone.add_argument("--save-log", metavar="DIR", help="keep each raw benchmark_model log here")
+    out = p.add_argument_group("outputs (the markdown table is always printed)")
+    out.add_argument("--json", metavar="FILE", help="all results, op tables included")
+    out.add_argument("--csv", metavar="FILE", help="one row per result, scalar fields")
+    out.add_argument("--markdown", metavar="FILE", help="the printed report")
+    out.add_argument("--plot", metavar="FILE.png",
+                     help="ImageNet top-1 vs latency chart (needs keras-ghost[plot])")
     args = p.parse_args(argv)
-    missing = [m for m in args.models if not os.path.isfile(m)]
+    if not args.parse_log and not args.models:
+        p.error("give .tflite models (or --parse-log FILE ...)")
+    if args.adb and not args.benchmark_binary:
+        p.error("--adb needs --benchmark-binary PATH (the benchmark_model built for the device)")
+    if not args.adb:
+        given = [n for n in _PHONE_ONLY if getattr(args, n) not in (None, False)]
+        if given:
+            p.error(f"--{given[0].replace('_', '-')} only applies with --adb")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    files = args.parse_log or args.models
+    missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-        sys.exit(f"error: no such .tflite file: {', '.join(missing)}")
+        sys.exit(f"error: no such file: {', '.join(missing)}")
 
-    from keras_ghost.export import benchmark, write_atomic
+    from keras_ghost.export import benchmark, benchmark_model, write_atomic
 
-    results = []
-    for threads in args.num_threads:
-        results += benchmark.benchmark(args.models, threads, args.warmup_runs, args.runs)
-    print(benchmark.markdown(results))
+    if args.parse_log:
+        results = [benchmark_model.parse_log_file(f) for f in args.parse_log]
+    else:
+        results = []
+        for threads in args.num_threads:
+            if args.adb:
+                results += benchmark_model.benchmark_on_device(
+                    args.models, args.benchmark_binary, serial=args.serial,
+                    num_threads=threads, use_xnnpack=not args.no_xnnpack, use_gpu=args.use_gpu,
+                    use_nnapi=args.use_nnapi, enable_op_profiling=args.op_profiling,
+                    cpu_mask=args.cpu_mask, warmup_runs=args.warmup_runs, num_runs=args.runs,
+                    adb=args.adb_path, save_log=args.save_log)
+            else:
+                results += benchmark.benchmark(args.models, threads, args.warmup_runs, args.runs)
+
+    report = "\n\n".join([benchmark.markdown(results)] + [
+        benchmark_model.op_markdown(r) for r in results if r.op_profile])
+    print(report)
+    if args.markdown:
+        write_atomic((report + "\n").encode(), args.markdown)
     if args.json:
         write_atomic([r.as_dict() for r in results], args.json)
+    if args.csv:
+        write_atomic(benchmark_model.to_csv(results).encode(), args.csv)
+    if args.plot:
+        benchmark_model.plot(results, args.plot)
     return results
 
 

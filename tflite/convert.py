@@ -35,6 +35,11 @@ def parse_args(argv=None):
     p.add_argument("--holdout", type=int, default=40, help="held-out images for the fidelity check")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="normalize inside the graph: the .tflite takes raw 0..255 pixels")
+    p.add_argument("--no-optimize", dest="optimize", action="store_false",
+                   help="skip the deploy-time graph rewrites (BN folding, delegable DFC gate, ...)")
+    p.add_argument("--remove-pad", action="store_true",
+                   help="also absorb PAD ops into convs with zero-extended kernels (slower on "
+                        "XNNPACK; see the README)")
     p.add_argument("--min-agreement", type=float,
                    help="fail unless top-1 agreement with the Keras model reaches this (0..1)")
     p.add_argument("--output", help="output .tflite path (default out/<model>_<mode>.tflite)")
@@ -66,10 +71,15 @@ def main(argv=None):
     data = export.to_model_input(images, input_shape, **norm)
     calibration, holdout = data[:-args.holdout], data[-args.holdout:]
 
-    content = export.convert(model, args.mode, calibration=calibration, io_type=args.io)
+    deploy = model
+    if args.optimize:
+        deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad)
+    content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
+                             optimize=False)
     expected = model.predict(holdout, verbose=0)
     result = export.report(content, args.mode, expected, export.run(content, holdout))
     result.update(model=model.name, input_shape=list(input_shape), weights=args.weights,
+                  optimized=args.optimize, deploy_layers=len(deploy.layers),
                   calibration=args.calib_data or "bundled", calibration_images=len(calibration))
 
     output = args.output or os.path.join("out", f"{model.name}_{args.mode}.tflite")

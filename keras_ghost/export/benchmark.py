@@ -8,6 +8,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -16,20 +17,35 @@ from keras_ghost.export.tflite import interpreter
 
 @dataclasses.dataclass
 class BenchmarkResult:
+    """Timings of one model (all times in microseconds); None where the source does not
+    report a statistic (e.g. `benchmark_model` prints p5/median/p95, not p90/p99)."""
+
     model: str
-    num_threads: int
-    init_us: float
-    first_inference_us: float
-    warmup_avg_us: float
-    runs: int
+    num_threads: Optional[int]
+    init_us: Optional[float]
+    first_inference_us: Optional[float]
+    warmup_avg_us: Optional[float]
+    runs: Optional[int]
     avg_us: float
-    std_us: float
-    min_us: float
-    max_us: float
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    memory_delta_mb: float  # resident memory added by init + first inference
+    std_us: Optional[float]
+    min_us: Optional[float]
+    max_us: Optional[float]
+    p50_us: Optional[float]
+    p90_us: Optional[float]
+    p99_us: Optional[float]
+    # Resident memory added by init + first inference (local); for `benchmark_model`, its
+    # "memory footprint delta from the start of the tool" at the end of the run.
+    memory_delta_mb: Optional[float]
+    p5_us: Optional[float] = None
+    p95_us: Optional[float] = None
+    init_memory_mb: Optional[float] = None  # `benchmark_model`: delta after init only
+    peak_memory_mb: Optional[float] = None  # `benchmark_model --report_peak_memory_footprint`
+    source: str = "litert-python"  # or "benchmark_model"
+    # `benchmark_model --enable_op_profiling=true`: one dict per row of the "Run Order"
+    # table (node_type, name, first_ms, avg_ms, percent, cdf_percent, mem_kb, times_called)
+    # and of the "Summary by node type" table.
+    op_profile: list = dataclasses.field(default_factory=list)
+    op_summary: list = dataclasses.field(default_factory=list)
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -77,19 +93,27 @@ def benchmark(paths, num_threads=1, warmup_runs=5, runs=50, seed=0):
         results.append(BenchmarkResult(
             model=Path(s["path"]).name, num_threads=num_threads, init_us=s["init_us"],
             first_inference_us=s["first_us"],
-            warmup_avg_us=float(np.mean(s["warmup"])) if s["warmup"] else float("nan"),
+            warmup_avg_us=float(np.mean(s["warmup"])) if s["warmup"] else None,
             runs=len(t), avg_us=float(t.mean()), std_us=float(t.std()), min_us=float(t.min()),
             max_us=float(t.max()), p50_us=float(np.percentile(t, 50)),
             p90_us=float(np.percentile(t, 90)), p99_us=float(np.percentile(t, 99)),
-            memory_delta_mb=s["memory"]))
+            memory_delta_mb=s["memory"], p5_us=float(np.percentile(t, 5)),
+            p95_us=float(np.percentile(t, 95))))
     return results
 
 
+def _fmt(value, scale=1.0, digits=2):
+    return "-" if value is None else f"{value / scale:.{digits}f}"
+
+
 def markdown(results):
-    lines = ["| model | threads | avg ms | std ms | min ms | p50 ms | p90 ms | init ms | mem MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | threads | avg ms | std ms | min ms | p50 ms | p90 ms | p95 ms | init ms "
+             "| mem MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r.model} | {r.num_threads} | {r.avg_us / 1e3:.2f} | {r.std_us / 1e3:.2f} | "
-                     f"{r.min_us / 1e3:.2f} | {r.p50_us / 1e3:.2f} | {r.p90_us / 1e3:.2f} | "
-                     f"{r.init_us / 1e3:.1f} | {r.memory_delta_mb:.1f} |")
+        ms = [_fmt(getattr(r, f), 1e3) for f in
+              ("avg_us", "std_us", "min_us", "p50_us", "p90_us", "p95_us")]
+        lines.append(f"| {r.model} | {'-' if r.num_threads is None else r.num_threads} | "
+                     f"{' | '.join(ms)} | {_fmt(r.init_us, 1e3, 1)} | "
+                     f"{_fmt(r.memory_delta_mb, digits=1)} |")
     return "\n".join(lines)

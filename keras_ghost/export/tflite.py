@@ -3,23 +3,25 @@
 import collections
 import contextlib
 import io
-import json
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from keras_ghost.io_utils import write_atomic  # noqa: F401  (part of this module's API)
+
 MODES = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float")
 
 
-def convert(model, mode="fp32", calibration=None, io_type="int8"):
+def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True):
     """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
 
     `calibration` (float32 array shaped like the model input, already preprocessed) is
     required for `int8`, which quantizes weights and activations; `io_type` sets the
-    int8 model's input/output type. Only TFLite builtin ops are allowed.
+    int8 model's input/output type. With `optimize`, the deploy-time graph rewrites of
+    `keras_ghost.export.optimize_for_inference` run first (outputs unchanged, checked).
+    Only TFLite builtin ops are allowed.
     """
     import tensorflow as tf
 
@@ -33,6 +35,10 @@ def convert(model, mode="fp32", calibration=None, io_type="int8"):
                          "fixed input_shape for export.")
     if mode == "int8":  # before the (slow) SavedModel export
         calibration = _check_calibration(calibration, input_shape)
+    if optimize:
+        from keras_ghost.export.optimize import optimize_for_inference
+
+        model = optimize_for_inference(model)
     signature = [tf.TensorSpec((1, *input_shape), tf.float32, name="image")]
     with tempfile.TemporaryDirectory() as saved_model, contextlib.redirect_stdout(io.StringIO()):
         # A SavedModel with a static batch-1 signature: variables are frozen by the
@@ -69,23 +75,6 @@ def _check_calibration(calibration, input_shape):
         raise ValueError(f"Calibration data of shape {calibration.shape} does not fit the model "
                          f"input (n, {', '.join(map(str, input_shape))}).")
     return calibration
-
-
-def write_atomic(data, path):
-    """Writes bytes (or a JSON-able object) to `path` via a temp file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not isinstance(data, (bytes, bytearray)):
-        data = (json.dumps(data, indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def interpreter(model_content, num_threads=1, xnnpack=True):

@@ -43,8 +43,8 @@ class ResizeNearestLike(keras.layers.Layer):
     @staticmethod
     def _resize_axis(x, out_size, axis):
         in_size = ops.shape(x)[axis]
-        if isinstance(in_size, int) and isinstance(out_size, int) and in_size == out_size:
-            return x
+        if isinstance(in_size, int) and isinstance(out_size, int):
+            return _repeat_static(x, in_size, out_size, axis)
         # Exact integer form of floor(i * in / out); no float rounding at multiples.
         index = ops.floor_divide(ops.arange(out_size, dtype="int32") * in_size, out_size)
         return ops.take(x, index, axis=axis)
@@ -52,3 +52,41 @@ class ResizeNearestLike(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x_shape, like_shape = input_shape
         return (x_shape[0], like_shape[1], like_shape[2], x_shape[3])
+
+
+def nearest_runs(in_size, out_size):
+    """PyTorch's nearest index map `floor(i * in / out)` as runs `(start, stop, repeat)`:
+    source rows `start..stop-1` each repeated `repeat` times, in output order."""
+    counts = [0] * in_size
+    for i in range(out_size):
+        counts[i * in_size // out_size] += 1
+    runs = []
+    for src, count in enumerate(counts):
+        if runs and runs[-1][2] == count and runs[-1][1] == src:
+            runs[-1][1] = src + 1
+        else:
+            runs.append([src, src + 1, count])
+    return [tuple(r) for r in runs if r[2]]
+
+
+def _repeat_static(x, in_size, out_size, axis):
+    """Static-shape nearest resize along `axis` (1 or 2) from slices, concats and reshapes.
+
+    These lower to STRIDED_SLICE / CONCATENATION / RESHAPE, which XNNPACK runs in float
+    and int8, unlike GATHER (what `ops.take` becomes) or int8 RESIZE_NEAREST_NEIGHBOR.
+    """
+    if in_size == out_size:
+        return x
+    parts = []
+    for start, stop, repeat in nearest_runs(in_size, out_size):
+        part = x if (start, stop) == (0, in_size) else (
+            x[:, start:stop] if axis == 1 else x[:, :, start:stop])
+        if repeat > 1:
+            # Repeating each row r times = r copies side by side on the next axis, then a
+            # reshape that folds them back into this one.
+            shape = list(part.shape[1:])
+            part = ops.concatenate([part] * repeat, axis=axis + 1)
+            shape[axis - 1] *= repeat
+            part = ops.reshape(part, (-1, *shape))
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)

@@ -6,6 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_ghost.io_utils import atomic_path
 from keras_ghost.weights import torch_convert
 
 CACHE_SUBDIR = "keras_ghost"
@@ -102,10 +103,7 @@ def _load_imagenet(model, spec, torch_rules):
 
 def save_npz(grouped, path):
     """Writes `{layer: {param: (key, array)}}` as `layer/param` arrays, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {f"{layer}/{param}": array
               for layer, params in grouped.items() for param, (_, array) in params.items()}
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
