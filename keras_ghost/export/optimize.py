@@ -4,13 +4,16 @@
 patterns that cost time on device without changing what the model computes:
 
 - BatchNormalization after a conv (or depthwise conv) is folded into its kernel and bias.
-- Ghost modules on large maps lose their concat (`merge_ghost_min_size`).
+- Ghost modules on large maps lose their concat (`merge_ghost_min_size`), and a concat
+  feeding a strided depthwise conv moves after it: the depthwise conv runs on each part,
+  so the copy happens on the 4x smaller map.
 - Optionally, ZeroPadding2D before a conv goes away (`remove_pad`): PyTorch-style padding
   `k // 2` equals Keras "same" padding wherever "same" pads symmetrically (stride 1, or
   stride 2 on an odd input), and on an even input a stride-2 conv with kernel `k` and
   padding `k // 2` equals a "same" conv with kernel `k + 1` whose last row/column is zero.
 - AveragePooling2D (DFC gate) becomes a depthwise conv with constant weights: XNNPACK runs
-  int8 depthwise convs, but not int8 AVERAGE_POOL_2D.
+  int8 depthwise convs, but not int8 AVERAGE_POOL_2D. The gate's nearest upsampling and
+  the multiply by it become one `UpsampledMultiply` (a broadcast 6-D MUL).
 - A hard-sigmoid gate `x * relu6(z + 3) / 6` feeding only convs loses its `/ 6` (scaled
   into the convs' kernels) and its `+ 3` (moved into the bias of the conv computing `z`),
   so TFLite fuses the ReLU6 into that conv and no MUL by 1/6 is left.
@@ -19,6 +22,8 @@ Everything else is copied with its weights. Training-only layers (Dropout) pass 
 """
 
 import numpy as np
+
+from keras_ghost.layers.shape_ops import UpsampledMultiply
 
 FOLDABLE_CONVS = ("Conv2D", "DepthwiseConv2D")
 
@@ -93,15 +98,22 @@ class _Plan:
         self.duplicate = {}        # primary conv name -> channels it appends as copies
         self.identity_prefix = {}  # cheap depthwise conv name -> identity channels in front
         self.concat_source = {}    # merged concat name -> index of the input it becomes
+        self.gate_multiply = set()  # Multiply layers that take over the gate's resize
+        self.split_depthwise = {}  # concat name -> (pad or None, strided depthwise conv)
         for layer in model.layers:
             kind = _class(layer)
             if kind in FOLDABLE_CONVS:
                 self._plan_conv(layer)
             elif kind == "Activation" and _activation_name(layer) == "hard_sigmoid":
                 self._plan_hard_sigmoid(layer)
+            if kind == "ResizeNearestLike":
+                self._plan_gate_resize(layer)
+        concats = [layer for layer in model.layers if _class(layer) == "Concatenate"]
+        for layer in concats:
+            self._plan_concat_depthwise(layer)
         if merge_ghost_min_size:
-            for layer in model.layers:
-                if _class(layer) == "Concatenate":
+            for layer in concats:
+                if layer.name not in self.split_depthwise:
                     self._plan_ghost_concat(layer, merge_ghost_min_size)
 
     def _only_consumer(self, layer):
@@ -133,6 +145,49 @@ class _Plan:
         self.bias_shift[source.name] = 3.0
         for t in targets:
             self.kernel_scale[t.name] = self.kernel_scale.get(t.name, 1.0) / 6.0
+
+    def _plan_gate_resize(self, resize):
+        """resize([gate, like]) feeding only Multiply([like, resized]) -> one
+        UpsampledMultiply that never builds the full-size gate."""
+        mul = self._only_consumer(resize)
+        like = self.inputs_of[resize.name][1]
+        if mul is None or _class(mul) != "Multiply":
+            return
+        if self.inputs_of[mul.name] != [like, resize]:
+            return
+        self.skip.add(resize.name)
+        self.gate_multiply.add(mul.name)
+
+    def _plan_concat_depthwise(self, concat):
+        """concat -> [pad] -> strided depthwise conv: a depthwise conv works per channel, so
+        it runs on each part and the concat moves after it, onto the smaller map."""
+        if concat.axis not in (-1, 3):
+            return
+        pad = self._only_consumer(concat)
+        dw = pad if pad is None or _class(pad) != "ZeroPadding2D" else self._only_consumer(pad)
+        if pad is dw:
+            pad = None
+        if (dw is None or _class(dw) != "DepthwiseConv2D" or dw.depth_multiplier != 1
+                or max(_pair(dw.strides)) < 2):
+            return
+        self.split_depthwise[concat.name] = (None if pad is None or pad.name in self.skip
+                                             else pad, dw)
+        self.skip.add(dw.name)
+        if pad is not None:
+            self.skip.add(pad.name)
+
+    def _split_depthwise(self, concat, parts):
+        from keras import layers
+
+        pad, dw = self.split_depthwise[concat.name]
+        outputs, start = [], 0
+        for i, part in enumerate(parts):
+            channels = slice(start, start + part.shape[-1])
+            start = channels.stop
+            if pad is not None:
+                part = layers.ZeroPadding2D(pad.padding, name=f"{pad.name}.part{i}")(part)
+            outputs.append(self._conv(dw, part, channels, name=f"{dw.name}.part{i}"))
+        return layers.Concatenate(name=concat.name)(outputs)
 
     def _chain(self, layer, kinds):
         """Walks single-input producers back from `layer` through optional layers of the
@@ -187,11 +242,18 @@ class _Plan:
 
         name, kind = layer.name, _class(layer)
         if name in self.skip:
-            return args[0]
+            # Single-input layers pass their input on; a skipped resize hands over its gate.
+            return args[0][0] if isinstance(args[0], (list, tuple)) else args[0]
+        if name in self.gate_multiply:
+            like, resize_input = args[0]
+            return UpsampledMultiply(name=name)([like, resize_input])
         if name in self.concat_source:
             return args[0][self.concat_source[name]]
+        if name in self.split_depthwise:
+            return self._split_depthwise(layer, args[0])
         if kind in FOLDABLE_CONVS and (name in self.fold_bn or name in self.same_padding
-                                       or name in self.kernel_scale or name in self.bias_shift):
+                                       or name in self.kernel_scale or name in self.bias_shift
+                                       or name in self.duplicate):
             return self._conv(layer, args[0])
         if name in self.relu6:
             return layers.ReLU(6.0, name=name)(args[0])
@@ -201,7 +263,9 @@ class _Plan:
             return args[0]
         return _copy_call(layer, *args, **kwargs)
 
-    def _conv(self, conv, x):
+    def _conv(self, conv, x, channels=None, name=None):
+        """The conv with its planned folds; `channels` (a slice) keeps part of a depthwise
+        conv's channels, under the layer name `name`."""
         config = conv.get_config()
         weights = conv.get_weights()
         kernel = weights[0].astype("float64")
@@ -218,6 +282,9 @@ class _Plan:
             scale = gamma / np.sqrt(var + bn.epsilon)
             kernel = kernel * scale.reshape(out_shape)
             bias = (bias - mean) * scale + beta
+        if channels is not None:
+            kernel, bias = kernel[:, :, channels], bias[channels]
+            config["name"] = name
         if conv.name in self.same_padding:
             in_shape = self.same_padding[conv.name].input.shape
             kernel = _extend_kernel(kernel, in_shape, _pair(conv.strides))

@@ -2,7 +2,7 @@
 
 from keras_ghost.layers.common import conv_bn, make_divisible, scale_channels
 from keras_ghost.layers.ghost import dfc_attention, ghost_bottleneck, ghost_module, squeeze_excite
-from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike
+from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike, UpsampledMultiply
 
 __all__ = [
     "ChannelSlice",
@@ -14,4 +14,5 @@ __all__ = [
     "make_divisible",
     "scale_channels",
     "squeeze_excite",
+    "UpsampledMultiply",
 ]

@@ -37,21 +37,25 @@ class ResizeNearestLike(keras.layers.Layer):
 
     def call(self, inputs):
         x, like = inputs
-        x = self._resize_axis(x, ops.shape(like)[1], axis=1)
-        return self._resize_axis(x, ops.shape(like)[2], axis=2)
-
-    @staticmethod
-    def _resize_axis(x, out_size, axis):
-        in_size = ops.shape(x)[axis]
-        if isinstance(in_size, int) and isinstance(out_size, int):
-            return _repeat_static(x, in_size, out_size, axis)
-        # Exact integer form of floor(i * in / out); no float rounding at multiples.
-        index = ops.floor_divide(ops.arange(out_size, dtype="int32") * in_size, out_size)
-        return ops.take(x, index, axis=axis)
+        return resize_nearest(x, ops.shape(like)[1], ops.shape(like)[2])
 
     def compute_output_shape(self, input_shape):
         x_shape, like_shape = input_shape
         return (x_shape[0], like_shape[1], like_shape[2], x_shape[3])
+
+
+def resize_nearest(x, height, width):
+    """PyTorch-exact nearest resize of a channels-last batch to (height, width)."""
+    return _resize_axis(_resize_axis(x, height, axis=1), width, axis=2)
+
+
+def _resize_axis(x, out_size, axis):
+    in_size = ops.shape(x)[axis]
+    if isinstance(in_size, int) and isinstance(out_size, int):
+        return _repeat_static(x, in_size, out_size, axis)
+    # Exact integer form of floor(i * in / out); no float rounding at multiples.
+    index = ops.floor_divide(ops.arange(out_size, dtype="int32") * in_size, out_size)
+    return ops.take(x, index, axis=axis)
 
 
 def nearest_runs(in_size, out_size):
@@ -90,3 +94,27 @@ def _repeat_static(x, in_size, out_size, axis):
             part = ops.reshape(part, (-1, *shape))
         parts.append(part)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class UpsampledMultiply(keras.layers.Layer):
+    """`x * ResizeNearestLike()([gate, x])` in one layer, for inference graphs.
+
+    When `x` is an exact integer multiple of `gate` in height and width, the gate is not
+    materialized at full size: `x` is viewed as (h, rh, w, rw, C) blocks and multiplied
+    by the (h, 1, w, 1, C) gate with broadcasting, which TFLite and XNNPACK run as one
+    6-D MUL between two free reshapes.
+    """
+
+    def call(self, inputs):
+        x, gate = inputs
+        (_, height, width, channels), (_, h, w, _) = x.shape, gate.shape
+        if None in (height, width, h, w) or height % h or width % w:
+            return x * resize_nearest(gate, height, width)
+        rh, rw = height // h, width // w
+        blocks = ops.reshape(x, (-1, h, rh, w, rw, channels))
+        gated = blocks * ops.reshape(gate, (-1, h, 1, w, 1, channels))
+        return ops.reshape(gated, (-1, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
