@@ -25,6 +25,9 @@ def parse_args(argv=None):
     p.add_argument("--num-threads", type=int, nargs="+", default=[1])
     p.add_argument("--warmup-runs", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--block", type=int, default=10,
+                   help="local mode: timed runs per model per turn, after one untimed run "
+                        "(default %(default)s; 1 alternates every run, with cold caches)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--adb", action="store_true",
                        help="run TFLite's benchmark_model on an Android device over adb")
@@ -84,7 +87,8 @@ def main(argv=None):
                     cpu_mask=args.cpu_mask, warmup_runs=args.warmup_runs, num_runs=args.runs,
                     adb=args.adb_path, save_log=args.save_log)
             else:
-                results += benchmark.benchmark(args.models, threads, args.warmup_runs, args.runs)
+                results += benchmark.benchmark(args.models, threads, args.warmup_runs,
+                                               args.runs, block=args.block)
 
     report = "\n\n".join([benchmark.markdown(results)] + [
         benchmark_model.op_markdown(r) for r in results if r.op_profile])

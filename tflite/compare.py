@@ -20,7 +20,9 @@ DEFAULT_MODELS = ["ghostnet_100", "ghostnetv2_100", "kecam_ghostnet_100",
                   "kecam_ghostnetv2_100", "mobilenetv2", "mobilenetv3large"]
 # (ours, peer) pairs whose latency ratio the report lists when both were timed.
 RATIOS = [("ghostnet_100", "kecam_ghostnet_100"), ("ghostnet_100", "mobilenetv2"),
-          ("ghostnetv2_100", "kecam_ghostnetv2_100"), ("ghostnetv2_100", "mobilenetv2")]
+          ("ghostnet_100", "ghostnet_100/unoptimized"),
+          ("ghostnetv2_100", "kecam_ghostnetv2_100"), ("ghostnetv2_100", "mobilenetv2"),
+          ("ghostnetv2_100", "ghostnetv2_100/unoptimized")]
 
 
 def parse_args(argv=None):
@@ -33,8 +35,13 @@ def parse_args(argv=None):
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--warmup-runs", type=int, default=10)
+    p.add_argument("--block", type=int, default=10,
+                   help="timed runs per model per turn (default %(default)s; 1 = cold caches)")
     p.add_argument("--out-dir", default="out/compare", help="where the .tflite files go")
     p.add_argument("--reuse", action="store_true", help="keep .tflite files already there")
+    p.add_argument("--with-unoptimized", action="store_true",
+                   help="also time our models converted without the deploy-time graph "
+                        "optimization (rows '<name>/unoptimized')")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="write the report here")
     return p.parse_args(argv)
@@ -51,13 +58,16 @@ def convert_all(args):
     calibration = export.to_model_input(images, shape, mean=(0.485, 0.456, 0.406),
                                         std=(0.229, 0.224, 0.225))
     paths = {}
-    for name in args.models:
+    names = list(args.models)
+    if args.with_unoptimized:
+        names += [f"{n}/unoptimized" for n in args.models if not peers.is_peer(n)]
+    for name in names:
         if peers.PEERS.get(name, ("",))[0] == "kecam" and not peers.kecam_available():
             print(f"skipping {name}: pip install 'keras-ghost[compare]' to time it")
             continue
         model = None
         for mode in args.modes:
-            path = os.path.join(args.out_dir, f"{name}_{mode}.tflite")
+            path = os.path.join(args.out_dir, f"{name.replace('/', '_')}_{mode}.tflite")
             paths[(name, mode)] = path
             if args.reuse and os.path.exists(path):
                 continue
@@ -65,10 +75,12 @@ def convert_all(args):
             if peers.is_peer(name):
                 peers.convert_peer(name, mode, calibration, shape, path)
                 continue
+            base, _, variant = name.partition("/")
             if model is None:
-                model = keras_ghost.create_model(name, input_shape=shape,
+                model = keras_ghost.create_model(base, input_shape=shape,
                                                  classifier_activation=None)
-            export.write_atomic(export.convert(model, mode, calibration), path)
+            content = export.convert(model, mode, calibration, optimize=variant != "unoptimized")
+            export.write_atomic(content, path)
     return paths
 
 
@@ -83,8 +95,8 @@ def report(results, paths, args):
     lines = ["| model | " + " | ".join(f"{m} {t}T ms" for m in args.modes
                                         for t in args.num_threads) + " |",
              "|---|" + "---:|" * (len(args.modes) * len(args.num_threads))]
-    names = [n for n in args.models if any(k[0] == n for k in by_key)]
-    for name in names:
+    timed = list(dict.fromkeys(k[0] for k in by_key))
+    for name in timed:
         cells = [_ms(by_key.get((name, m, t))) for m in args.modes for t in args.num_threads]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ratio_lines = []
@@ -121,7 +133,8 @@ def main(argv=None):
     results = []
     for threads in args.num_threads:
         print(f"timing {len(files)} models interleaved, {threads} thread(s)", flush=True)
-        results += benchmark.benchmark(files, threads, args.warmup_runs, args.runs)
+        results += benchmark.benchmark(files, threads, args.warmup_runs, args.runs,
+                                       block=args.block)
     text = report(results, paths, args)
     print(text)
     if args.markdown:

@@ -64,8 +64,16 @@ def _random_input(detail, rng):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def benchmark(paths, num_threads=1, warmup_runs=5, runs=50, seed=0):
-    """Times each .tflite in `paths` with XNNPACK; returns one `BenchmarkResult` each."""
+def benchmark(paths, num_threads=1, warmup_runs=5, runs=50, seed=0, block=10):
+    """Times each .tflite in `paths` with XNNPACK; returns one `BenchmarkResult` each.
+
+    Models take turns in blocks: each turn runs one model once untimed (to bring its
+    weights back into the caches the other models evicted) and then up to `block` timed
+    runs. Noise still hits all models alike, while each is timed warm, the way
+    `benchmark_model` times one model. `block=1` alternates every run (cold caches).
+    """
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}.")
     rng = np.random.default_rng(seed)
     states = []
     for path in paths:
@@ -82,11 +90,13 @@ def benchmark(paths, num_threads=1, warmup_runs=5, runs=50, seed=0):
         states.append(dict(path=str(path), it=it, init_us=init_us, first_us=first_us,
                            memory=_rss_mb() - rss, warmup=[], timed=[]))
     for key, count in (("warmup", warmup_runs), ("timed", runs)):
-        for _ in range(count):
+        for turn in range(0, count, block):
             for state in states:
-                start = time.perf_counter()
-                state["it"].invoke()
-                state[key].append((time.perf_counter() - start) * 1e6)
+                state["it"].invoke()  # cache refill after the other models, not timed
+                for _ in range(min(block, count - turn)):
+                    start = time.perf_counter()
+                    state["it"].invoke()
+                    state[key].append((time.perf_counter() - start) * 1e6)
     results = []
     for s in states:
         t = np.asarray(s["timed"])

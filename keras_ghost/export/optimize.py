@@ -106,7 +106,7 @@ class _Plan:
                 self._plan_conv(layer)
             elif kind == "Activation" and _activation_name(layer) == "hard_sigmoid":
                 self._plan_hard_sigmoid(layer)
-            if kind == "ResizeNearestLike":
+            elif kind == "ResizeNearestLike":
                 self._plan_gate_resize(layer)
         concats = [layer for layer in model.layers if _class(layer) == "Concatenate"]
         for layer in concats:
@@ -163,10 +163,9 @@ class _Plan:
         it runs on each part and the concat moves after it, onto the smaller map."""
         if concat.axis not in (-1, 3):
             return
-        pad = self._only_consumer(concat)
-        dw = pad if pad is None or _class(pad) != "ZeroPadding2D" else self._only_consumer(pad)
-        if pad is dw:
-            pad = None
+        after = self._only_consumer(concat)
+        pad = after if after is not None and _class(after) == "ZeroPadding2D" else None
+        dw = self._only_consumer(pad) if pad is not None else after
         if (dw is None or _class(dw) != "DepthwiseConv2D" or dw.depth_multiplier != 1
                 or max(_pair(dw.strides)) < 2):
             return
