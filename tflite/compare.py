@@ -44,6 +44,8 @@ def parse_args(argv=None):
                         "optimization (rows '<name>/unoptimized')")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="write the report here")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="ImageNet top-1 (reference weights) vs latency chart")
     return p.parse_args(argv)
 
 
@@ -141,6 +143,15 @@ def main(argv=None):
         write_atomic(text.encode(), args.markdown)
     if args.json:
         write_atomic([r.as_dict() for r in results], args.json)
+    if args.plot:
+        from keras_ghost.export import benchmark_model
+
+        # kecam's ports are the same architectures as ours: same reference accuracy.
+        accuracy = {f"kecam_{n}": keras_ghost.get_spec(n).top1
+                    for n in ("ghostnet_100", "ghostnetv2_100")}
+        accuracy["mobilenetv2"] = benchmark_model.KERAS_APPLICATIONS_TOP1["mobilenetv2_100"]
+        benchmark_model.plot(results, args.plot, accuracy=accuracy,
+                             title=f"LiteRT + XNNPACK, {args.input_size}x{args.input_size}")
     return results
 
 

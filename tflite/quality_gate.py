@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Int8 quality gate: trains a model on CIFAR-10 (or loads a trained one), converts it to
+full-integer TFLite and compares int8 with float on the test split.
+
+    python tflite/quality_gate.py --model ghostnet_050 --epochs 10
+    python tflite/quality_gate.py --model ghostnetv2_100 --width 0.5 --epochs 10
+    python tflite/quality_gate.py --keras-model out/quality/ghostnet_050.keras
+
+Writes <model>.keras (when it trains), <model>_int8.tflite and <model>_quality.json to
+--output-dir, then exits with status 1 when top-1 agreement < --min-agreement or the
+accuracy drop > --max-drop points (the files stay, for inspection).
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "tfds"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="ghostnet_050",
+                   help="registered variant to train (default %(default)s); its mean/std also "
+                        "preprocess the images of --keras-model")
+    p.add_argument("--width", type=float, help="width multiplier (overrides the variant's)")
+    p.add_argument("--image-size", type=int, default=32, help="input size (default %(default)s)")
+    p.add_argument("--keras-model", metavar="PATH",
+                   help="a trained .keras model to gate instead of training one")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="init, shuffling and augmentation seed")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="TFDS data dir holding cifar10 (default: ../shared/tfds beside the repo)")
+    p.add_argument("--limit-train", type=int, help="train on the first N training images only")
+    p.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--calib-images", type=int, default=500,
+                   help="training images that calibrate the int8 ranges (default %(default)s)")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="minimum int8/float top-1 agreement, 0..1 (default %(default)s)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="maximum int8 accuracy drop in points (default %(default)s)")
+    p.add_argument("--output-dir", type=Path, default=Path("out/quality"))
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    import keras_ghost
+    from keras_ghost import export
+    from keras_ghost.training import load_tfds, quality
+
+    spec = keras_ghost.get_spec(args.model)
+    norm = dict(mean=spec.mean, std=spec.std)
+    try:  # fail fast, before any training, when the data is missing
+        _, classes, _ = load_tfds("cifar10", "test", args.data_dir)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if args.keras_model:
+        model = keras.saving.load_model(args.keras_model, safe_mode=True)
+        training = {"keras_model": str(args.keras_model)}
+    else:
+        keras.utils.set_random_seed(args.seed)
+        kwargs = {} if args.width is None else {"width": args.width}
+        model = keras_ghost.create_model(args.model, input_shape=(args.image_size,) * 2 + (3,),
+                                         classes=classes, classifier_activation=None,
+                                         **kwargs)
+        _, seconds, examples = quality.train(
+            model, args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+            limit_train=args.limit_train, seed=args.seed, **norm)
+        path = quality.save_keras(model, args.output_dir / f"{model.name}.keras")
+        training = {"epochs": args.epochs, "train_images": examples, "batch_size": args.batch_size,
+                    "seed": args.seed, "train_seconds": round(seconds, 1), "keras_model": str(path)}
+
+    report, content = quality.evaluate_int8(model, args.data_dir, calib_images=args.calib_images,
+                                            limit_test=args.limit_test, **norm)
+    failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
+    report.update(training=training, gate={"min_agreement": args.min_agreement,
+                                           "max_drop_points": args.max_drop,
+                                           "passed": not failures, "failures": failures})
+    tflite_path = export.write_atomic(content, args.output_dir / f"{model.name}_int8.tflite")
+    json_path = export.write_atomic(report, args.output_dir / f"{model.name}_quality.json")
+
+    print(f"{model.name} on {report['test_images']} test images: float top-1 "
+          f"{report['float_accuracy']:.4f}, int8 top-1 {report['int8_accuracy']:.4f} "
+          f"(drop {report['accuracy_drop_points']:.2f} points), agreement "
+          f"{report['top1_agreement']:.4f}, cosine {report['mean_cosine']:.5f}")
+    print(f"wrote {tflite_path} and {json_path}")
+    if failures:
+        sys.exit(f"error: int8 quality gate failed: {'; '.join(failures)} (see {json_path}). "
+                 "tf.lite.experimental.QuantizationDebugger shows the per-layer error; more "
+                 "--calib-images helps only when activation ranges are under-estimated.")
+    return report
+
+
+if __name__ == "__main__":
+    main()
