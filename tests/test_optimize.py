@@ -55,7 +55,20 @@ def test_remove_pad_option_is_exact_on_odd_and_even_sizes():
         optimized = optimize_for_inference(model, remove_pad=True, verify=False)
         assert "ZeroPadding2D" not in _kinds(optimized)
         assert _max_diff(model, optimized, shape) < 1e-4
-    assert "ZeroPadding2D" in _kinds(optimize_for_inference(model, verify=False))
+
+
+def test_default_removes_only_the_pads_that_cost_nothing():
+    # 65 -> 33 -> 17 -> 9 -> 5: every stride-2 conv sees an odd size, where "same" pads
+    # symmetrically; on 64 every one would need a grown kernel, so all PADs stay.
+    odd = _randomize_bn(keras_ghost.GhostNet(width=0.5, input_shape=(65, 65, 3)))
+    optimized = optimize_for_inference(odd, verify=False)
+    assert "ZeroPadding2D" not in _kinds(optimized)
+    assert _max_diff(odd, optimized, (65, 65, 3)) < 1e-4
+    even = keras_ghost.GhostNet(width=0.5, input_shape=(64, 64, 3))
+    kept = {l.name.split(".part")[0] for l in optimize_for_inference(even).layers
+            if isinstance(l, layers.ZeroPadding2D)}  # split depthwise convs pad each part
+    assert kept == {l.name for l in even.layers if isinstance(l, layers.ZeroPadding2D)}
+    assert "ZeroPadding2D" in _kinds(optimize_for_inference(odd, remove_pad=False))
 
 
 def test_hard_sigmoid_gate_scale_moves_into_the_convs():

@@ -37,9 +37,10 @@ def parse_args(argv=None):
                    help="normalize inside the graph: the .tflite takes raw 0..255 pixels")
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
                    help="skip the deploy-time graph rewrites (BN folding, delegable DFC gate, ...)")
-    p.add_argument("--remove-pad", action="store_true",
-                   help="also absorb PAD ops into convs with zero-extended kernels (slower on "
-                        "XNNPACK; see the README)")
+    p.add_argument("--remove-pad", action="store_true", default=None,
+                   help="absorb every PAD op into its conv, growing even-size stride-2 kernels "
+                        "by a zero row/column (slower on XNNPACK; see the README). By default "
+                        "only PADs that need no growth go")
     p.add_argument("--min-agreement", type=float,
                    help="fail unless top-1 agreement with the Keras model reaches this (0..1)")
     p.add_argument("--output", help="output .tflite path (default out/<model>_<mode>.tflite)")

@@ -7,7 +7,7 @@ patterns that cost time on device without changing what the model computes:
 - Ghost modules on large maps lose their concat (`merge_ghost_min_size`), and a concat
   feeding a strided depthwise conv moves after it: the depthwise conv runs on each part,
   so the copy happens on the 4x smaller map.
-- Optionally, ZeroPadding2D before a conv goes away (`remove_pad`): PyTorch-style padding
+- ZeroPadding2D before a conv goes away where that is free (`remove_pad`): PyTorch padding
   `k // 2` equals Keras "same" padding wherever "same" pads symmetrically (stride 1, or
   stride 2 on an odd input), and on an even input a stride-2 conv with kernel `k` and
   padding `k // 2` equals a "same" conv with kernel `k + 1` whose last row/column is zero.
@@ -28,15 +28,17 @@ from keras_ghost.layers.shape_ops import UpsampledMultiply
 FOLDABLE_CONVS = ("Conv2D", "DepthwiseConv2D")
 
 
-def optimize_for_inference(model, remove_pad=False, merge_ghost_min_size=112, verify=True,
+def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, verify=True,
                            atol=1e-4):
     """Returns an inference-only copy of the functional `model` with the rewrites above.
 
     Args:
-        remove_pad: also absorb ZeroPadding2D into "same" convs. Off by default: XNNPACK
-            fuses a PAD into the conv after it for free, while the zero-extended even
-            kernels this needs (4x4, 6x6) run far slower (ghostnet_100 int8 on x86 in
-            LiteRT 2.3: 6.15 ms with, 3.41 ms without, one interleaved run).
+        remove_pad: absorb ZeroPadding2D into "same" convs: `None` (default) only where
+            the kernel stays as it is (stride 1, or stride 2 on odd sizes), `True` also
+            where it must grow by a zero row/column, `False` never. Growing is not the
+            default: XNNPACK fuses a PAD into the conv after it for free, while 4x4 / 6x6
+            kernels run far slower (ghostnet_100 int8 on x86, LiteRT 2.3: 6.15 ms with all
+            PADs absorbed, 3.41 ms without, one interleaved run).
         merge_ghost_min_size: ghost modules working on maps at least this large (height
             and width) drop their concat: the primary conv also emits the copies of its
             maps that the cheap op reads, and one depthwise conv (identity kernels for the
@@ -86,7 +88,7 @@ def _pair(value):
 class _Plan:
     """Decisions taken on the original graph, applied while it is re-run layer by layer."""
 
-    def __init__(self, model, remove_pad=False, merge_ghost_min_size=None):
+    def __init__(self, model, remove_pad=None, merge_ghost_min_size=None):
         self.remove_pad = remove_pad
         self.consumers, self.producers, self.inputs_of = _graph(model)
         self.skip = set()          # layers whose call is replaced by the identity
@@ -126,10 +128,12 @@ class _Plan:
             self.fold_bn[conv.name] = bn
             self.skip.add(bn.name)
         pad = self.producers.get(conv.name)
-        if (self.remove_pad and pad is not None and _class(pad) == "ZeroPadding2D"
+        if (self.remove_pad is not False and pad is not None and _class(pad) == "ZeroPadding2D"
                 and self._only_consumer(pad) is conv and _pad_is_torch_same(pad, conv)):
-            self.same_padding[conv.name] = pad
-            self.skip.add(pad.name)
+            grows = any(_kernel_growth(pad.input.shape, _pair(conv.strides)))
+            if self.remove_pad or not grows:
+                self.same_padding[conv.name] = pad
+                self.skip.add(pad.name)
 
     def _plan_hard_sigmoid(self, act):
         source, mul = self.producers.get(act.name), self._only_consumer(act)
@@ -359,10 +363,14 @@ def _pad_is_torch_same(pad, conv):
     return all(d is not None for d in pad.input.shape[1:3])
 
 
+def _kernel_growth(in_shape, strides):
+    """Per spatial axis, 1 where a stride-2 "same" conv on an even size pads one less
+    before than PyTorch does, so the kernel needs a zero row/column at its end."""
+    return [int(s == 2 and n % 2 == 0) for n, s in zip(in_shape[1:3], strides)]
+
+
 def _extend_kernel(kernel, in_shape, strides):
-    """Zero row/column at the end of each axis where a stride-2 "same" conv on an even size
-    would pad one less before than PyTorch does."""
-    pads = [(0, 1) if s == 2 and n % 2 == 0 else (0, 0) for n, s in zip(in_shape[1:3], strides)]
+    pads = [(0, grow) for grow in _kernel_growth(in_shape, strides)]
     return np.pad(kernel, pads + [(0, 0)] * (kernel.ndim - 2))
 
 
