@@ -2,6 +2,7 @@
 
 from keras_ghost import layers
 from keras_ghost.models import GhostNet, GhostNetV2, ModelSpec, create_model, get_spec, list_models
+from keras_ghost.models.ghostify import ghostify
 from keras_ghost.preprocessing import preprocess_input
 from keras_ghost.profiling import Profile, profile
 
@@ -14,6 +15,7 @@ __all__ = [
     "Profile",
     "create_model",
     "get_spec",
+    "ghostify",
     "layers",
     "list_models",
     "preprocess_input",

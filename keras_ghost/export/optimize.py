@@ -23,6 +23,7 @@ Everything else is copied with its weights. Training-only layers (Dropout) pass 
 
 import numpy as np
 
+from keras_ghost.graph import check_functional, copy_call, rebuild
 from keras_ghost.layers.shape_ops import UpsampledMultiply
 
 FOLDABLE_CONVS = ("Conv2D", "DepthwiseConv2D")
@@ -47,14 +48,9 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, ver
         verify: run both models on a random batch; they must agree within `atol`
             (relative to the output scale). Needs a static input shape.
     """
-    import keras
-
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
-        raise TypeError("optimize_for_inference needs a functional Keras model, got "
-                        f"{type(model).__name__}.")
+    check_functional(model, "optimize_for_inference")
     plan = _Plan(model, remove_pad, merge_ghost_min_size)
-    optimized = keras.models.clone_model(model, clone_function=lambda layer: layer,
-                                         call_function=plan.call)
+    optimized = rebuild(model, plan.call)
     if verify:
         check_equivalent(model, optimized, atol=atol)
     return optimized
@@ -264,7 +260,7 @@ class _Plan:
             return _pool_as_depthwise(layer, args[0])
         if kind == "Dropout":
             return args[0]
-        return _copy_call(layer, *args, **kwargs)
+        return copy_call(layer, *args, **kwargs)
 
     def _conv(self, conv, x, channels=None, name=None):
         """The conv with its planned folds; `channels` (a slice) keeps part of a depthwise
@@ -390,13 +386,4 @@ def _pool_as_depthwise(pool, x):
     y = conv(x)
     channels = x.shape[-1]
     conv.set_weights([np.full((*size, channels, 1), 1.0 / (size[0] * size[1]), "float32")])
-    return y
-
-
-def _copy_call(layer, *args, **kwargs):
-    new = type(layer).from_config(layer.get_config())
-    y = new(*args, **kwargs)
-    weights = layer.get_weights()
-    if weights:
-        new.set_weights(weights)
     return y
