@@ -37,7 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup-runs", type=int, default=10)
     p.add_argument("--block", type=int, default=10,
                    help="timed runs per model per turn (default %(default)s; 1 = cold caches)")
-    p.add_argument("--out-dir", default="out/compare", help="where the .tflite files go")
+    p.add_argument("--out-dir", default="out/compare",
+                   help="where the .tflite files go (in a folder per input size)")
     p.add_argument("--reuse", action="store_true", help="keep .tflite files already there")
     p.add_argument("--with-unoptimized", action="store_true",
                    help="also time our models converted without the deploy-time graph "
@@ -69,7 +70,9 @@ def convert_all(args):
             continue
         model = None
         for mode in args.modes:
-            path = os.path.join(args.out_dir, f"{name.replace('/', '_')}_{mode}.tflite")
+            # Per input size, so that --reuse never picks up a model of another size.
+            path = os.path.join(args.out_dir, str(args.input_size),
+                                f"{name.replace('/', '_')}_{mode}.tflite")
             paths[(name, mode)] = path
             if args.reuse and os.path.exists(path):
                 continue
