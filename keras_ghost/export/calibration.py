@@ -46,21 +46,18 @@ def _folder_images(folder, limit):
 def _tfds_images(source, data_dir, limit):
     import tensorflow_datasets as tfds
 
+    from keras_ghost.training.data import DatasetNotPreparedError, load_tfds
+
     name, _, split = str(source).partition(":")
-    split = split or "train"
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:
+        ds, _, _ = load_tfds(name, split or "train", data_dir)
+    except DatasetNotPreparedError:
+        raise
+    except ValueError as e:
         raise ValueError(f"Unknown calibration source '{source}': not a folder and not a TFDS "
-                         f"dataset ({type(e).__name__}: {e}). Use a folder of images or a TFDS "
-                         "name such as 'cifar10:train' with --data-dir.") from e
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"TFDS dataset '{name}' is not prepared in {builder.data_dir}. Prepare it with "
-            f"`tfds build {name} --data_dir DIR` (or copy a prepared data dir) and pass "
-            "--data-dir DIR.")
-    ds = builder.as_dataset(split=split, shuffle_files=False).take(limit)
-    return [example["image"] for example in tfds.as_numpy(ds)]
+                         f"dataset ({e}). Use a folder of images or a TFDS name such as "
+                         "'cifar10:train' with --data-dir.") from e
+    return [image for image, _ in tfds.as_numpy(ds.take(limit))]
 
 
 def to_model_input(images, input_shape, mean=None, std=None):

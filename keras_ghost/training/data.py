@@ -12,6 +12,11 @@ import numpy as np
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow at module import
 
 
+class DatasetNotPreparedError(FileNotFoundError, ValueError):
+    """A known TFDS dataset that is not prepared in the data dir (a missing file, and a
+    bad argument value of whoever named that dir)."""
+
+
 def load_tfds(name, split, data_dir=None):
     """Reads split `split` (any TFDS split string, e.g. "train[:1000]") of the prepared
     TFDS dataset `name` in `data_dir`, in file order.
@@ -32,7 +37,7 @@ def load_tfds(name, split, data_dir=None):
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         where = data_dir or builder.data_dir
-        raise ValueError(
+        raise DatasetNotPreparedError(
             f"TFDS dataset '{name}' is not prepared in {where}. Prepare it with `tfds build "
             f"{name} --data_dir {where}` (or tfds.load(..., download=True) with internet "
             "access), or pass the data dir that holds it.")
