@@ -24,13 +24,10 @@ def is_peer(name):
 
 
 def kecam_available():
-    try:
-        import importlib.util
+    import importlib.util
 
-        return (importlib.util.find_spec("keras_cv_attention_models") is not None
-                and importlib.util.find_spec("tf_keras") is not None)
-    except ImportError:
-        return False
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("keras_cv_attention_models", "tf_keras"))
 
 
 def build_keras_peer(name, input_shape):
