@@ -1,7 +1,11 @@
 """keras_ghost: the Ghost family of mobile CNNs (GhostNet, GhostNetV2, ...) for Keras 3."""
 
 from keras_ghost import layers
+from keras_ghost.models import AsymmNetLarge, AsymmNetSmall
+from keras_ghost.models import CifarResNet56, CifarVGG16, GhostResNet50
 from keras_ghost.models import GhostNet, GhostNetV2, ModelSpec, create_model, get_spec, list_models
+from keras_ghost.models import GGhostRegNet, GGhostResNet34, RegNetX, ResNet34
+from keras_ghost.layers.g_ghost import g_ghost_stage
 from keras_ghost.models.ghostify import ghostify
 from keras_ghost.preprocessing import preprocess_input
 from keras_ghost.profiling import Profile, profile
@@ -9,11 +13,21 @@ from keras_ghost.profiling import Profile, profile
 __version__ = "0.1.0"
 
 __all__ = [
+    "GGhostRegNet",
+    "GGhostResNet34",
+    "RegNetX",
+    "ResNet34",
+    "AsymmNetLarge",
+    "AsymmNetSmall",
+    "CifarResNet56",
+    "CifarVGG16",
     "GhostNet",
     "GhostNetV2",
+    "GhostResNet50",
     "ModelSpec",
     "Profile",
     "create_model",
+    "g_ghost_stage",
     "get_spec",
     "ghostify",
     "layers",

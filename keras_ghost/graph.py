@@ -33,3 +33,18 @@ def copy_call(layer, *args, **kwargs):
     if weights:
         new.set_weights(weights)
     return outputs
+
+
+def connections(model):
+    """`consumers[name]` (layers fed by it), `producers[name]` (its input layer, for
+    single-input layers) and `inputs_of[name]` (all its input layers, in order)."""
+    consumers, producers, inputs_of = {}, {}, {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            sources = [t._keras_history.operation for t in node.input_tensors]
+            for source in sources:
+                consumers.setdefault(source.name, []).append(layer)
+            inputs_of[layer.name] = sources
+            if len(sources) == 1:
+                producers[layer.name] = sources[0]
+    return consumers, producers, inputs_of

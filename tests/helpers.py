@@ -63,3 +63,46 @@ def assert_builtin_layers_only(model):
         assert not isinstance(layer, keras.layers.Lambda), layer.name
         module = type(layer).__module__
         assert module.startswith("keras.") or isinstance(layer, allowed_custom), (layer.name, module)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for multi-worker tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def python_env(**extra):
+    """The environment for a test subprocess: this one, quiet TF, plus `extra`."""
+    import os
+
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def registry_sweep(pattern="*", everything=True):
+    """Registered variant names as pytest params. With `everything=False` (for costly
+    checks: save/load, TFLite export) the first variant of each builder runs by default and
+    the others are marked slow (`pytest -m slow` runs them)."""
+    import pytest
+
+    seen, params = set(), []
+    for name in keras_ghost.list_models(pattern):
+        family = keras_ghost.get_spec(name).family
+        marks = () if everything or family not in seen else (pytest.mark.slow,)
+        seen.add(family)
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+def randomize_bn(model, seed=0):
+    """BN statistics away from the identity, so a wrong fold or a lost gate shows in the
+    outputs (default-initialized nets without biases give ~1e-9 logits)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.3, beta.shape),
+                               rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+    return model

@@ -9,6 +9,7 @@ import pytest
 import keras_ghost
 from keras_ghost import export
 from conftest import REPO, SHARED
+from helpers import randomize_bn, registry_sweep
 
 SMALL = (32, 32, 3)
 
@@ -20,9 +21,12 @@ def calibration():
     return export.to_model_input(images, SMALL, spec.mean, spec.std)
 
 
-@pytest.mark.parametrize("name", keras_ghost.list_models())
+@pytest.mark.parametrize("name", registry_sweep(everything=False))
 def test_fp32_and_int8_conversion(name, calibration):
-    model = keras_ghost.create_model(name, input_shape=SMALL, classifier_activation=None)
+    # Trained-like BN statistics: default-initialized nets without biases (AsymmNet) give
+    # ~1e-9 logits, which no int8 grid resolves.
+    model = randomize_bn(keras_ghost.create_model(name, input_shape=SMALL,
+                                                  classifier_activation=None))
     held_out = calibration[-4:]
     expected = model.predict(held_out, verbose=0)
 

@@ -22,7 +22,10 @@ DEFAULT_MODELS = ["ghostnet_100", "ghostnetv2_100", "kecam_ghostnet_100",
 RATIOS = [("ghostnet_100", "kecam_ghostnet_100"), ("ghostnet_100", "mobilenetv2"),
           ("ghostnet_100", "ghostnet_100/unoptimized"),
           ("ghostnetv2_100", "kecam_ghostnetv2_100"), ("ghostnetv2_100", "mobilenetv2"),
-          ("ghostnetv2_100", "ghostnetv2_100/unoptimized")]
+          ("ghostnetv2_100", "ghostnetv2_100/unoptimized"),
+          ("asymmnet_large_100", "mobilenetv3large"),
+          ("asymmnet_large_100/hard_swish", "mobilenetv3large"),
+          ("asymmnet_large_100", "asymmnet_large_100/hard_swish")]
 
 
 def parse_args(argv=None):
@@ -43,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--with-unoptimized", action="store_true",
                    help="also time our models converted without the deploy-time graph "
                         "optimization (rows '<name>/unoptimized')")
+    p.add_argument("--with-hard-swish", action="store_true",
+                   help="also time our models optimized but with hard-swish kept as one op "
+                        "(rows '<name>/hard_swish'; XNNPACK does not run it in int8)")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="write the report here")
     p.add_argument("--plot", metavar="FILE.png",
@@ -65,6 +71,8 @@ def convert_all(args):
     names = list(args.models)
     if args.with_unoptimized:
         names += [f"{n}/unoptimized" for n in args.models if not peers.is_peer(n)]
+    if args.with_hard_swish:
+        names += [f"{n}/hard_swish" for n in args.models if not peers.is_peer(n)]
     for name in names:
         if peers.PEERS.get(name, ("",))[0] == "kecam" and not peers.kecam_available():
             print(f"skipping {name}: pip install 'keras-ghost[compare]' to time it")
@@ -85,7 +93,12 @@ def convert_all(args):
             if model is None:
                 model = keras_ghost.create_model(base, input_shape=shape,
                                                  classifier_activation=None)
-            content = export.convert(model, mode, calibration, optimize=variant != "unoptimized")
+            if variant == "hard_swish":
+                optimized = export.optimize_for_inference(model, split_hard_swish=False)
+                content = export.convert(optimized, mode, calibration, optimize=False)
+            else:
+                content = export.convert(model, mode, calibration,
+                                         optimize=variant != "unoptimized")
             export.write_atomic(content, path)
     return paths
 

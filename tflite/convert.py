@@ -74,7 +74,8 @@ def main(argv=None):
 
     deploy = model
     if args.optimize:
-        deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad)
+        deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad,
+                                               split_hard_swish=args.mode == "int8")
     content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
                              optimize=False)
     expected = model.predict(holdout, verbose=0)

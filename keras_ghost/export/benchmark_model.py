@@ -361,7 +361,8 @@ def reference_top1(label, accuracy=None):
     import keras_ghost
 
     if label in keras_ghost.list_models():
-        return keras_ghost.get_spec(label).top1
+        spec = keras_ghost.get_spec(label)
+        return spec.top1 if spec.dataset == "imagenet" else None
     return KERAS_APPLICATIONS_TOP1.get(label)
 
 

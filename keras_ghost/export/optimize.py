@@ -3,7 +3,8 @@
 `optimize_for_inference(model)` rebuilds a functional model layer by layer and rewrites
 patterns that cost time on device without changing what the model computes:
 
-- BatchNormalization after a conv (or depthwise conv) is folded into its kernel and bias.
+- BatchNormalization after a conv, depthwise conv or dense layer is folded into its kernel
+  and bias.
 - Ghost modules on large maps lose their concat (`merge_ghost_min_size`), and a concat
   feeding a strided depthwise conv moves after it: the depthwise conv runs on each part,
   so the copy happens on the 4x smaller map.
@@ -17,20 +18,34 @@ patterns that cost time on device without changing what the model computes:
 - A hard-sigmoid gate `x * relu6(z + 3) / 6` feeding only convs loses its `/ 6` (scaled
   into the convs' kernels) and its `+ 3` (moved into the bias of the conv computing `z`),
   so TFLite fuses the ReLU6 into that conv and no MUL by 1/6 is left.
+- Hard-swish `x * relu6(x + 3) / 6` becomes `x * relu6(x + 3)` with the `/ 6` scaled into
+  the convs / dense layers that read it (through pools, concats, SE multiplies): XNNPACK
+  (LiteRT 2.3) runs no int8 HARD_SWISH, which splits the graph. `relu6(x + 3)` is a 1x1
+  depthwise conv (weight 1, bias 3, fused ReLU6), not an ADD: XNNPACK rejects an int8 ADD
+  whose input scale is below 2^-10 of its output scale (small activations, [0, 6] out).
+  Where the output reaches anything else (an add, the model output), a constant 1x1
+  depthwise conv applies the `/ 6`.
+- A ReLU / ReLU6 that no op before it can fuse (after a concat, e.g. a ghost module that
+  replaced a conv + BN + ReLU) becomes a 1x1 identity depthwise conv with that fused
+  activation: XNNPACK (LiteRT 2.3) runs no standalone int8 RELU, which split the graph.
 
 Everything else is copied with its weights. Training-only layers (Dropout) pass through.
 """
 
 import numpy as np
 
-from keras_ghost.graph import check_functional, copy_call, rebuild
+from keras_ghost.graph import check_functional, connections, copy_call, rebuild
 from keras_ghost.layers.shape_ops import UpsampledMultiply
 
 FOLDABLE_CONVS = ("Conv2D", "DepthwiseConv2D")
+HARD_SWISH_NAMES = ("hard_silu", "hard_swish")
+# Layers with f(c * x) = c * f(x) per channel for c > 0: a scale passes through them.
+SCALE_COMMUTING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "AveragePooling2D",
+                   "MaxPooling2D", "ZeroPadding2D", "Dropout")
 
 
 def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, verify=True,
-                           atol=1e-4):
+                           atol=1e-4, split_hard_swish=True):
     """Returns an inference-only copy of the functional `model` with the rewrites above.
 
     Args:
@@ -47,9 +62,10 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, ver
             pays off only on large maps. `None` turns it off.
         verify: run both models on a random batch; they must agree within `atol`
             (relative to the output scale). Needs a static input shape.
+        split_hard_swish: rewrite hard-swish as above (int8 XNNPACK delegation).
     """
     check_functional(model, "optimize_for_inference")
-    plan = _Plan(model, remove_pad, merge_ghost_min_size)
+    plan = _Plan(model, remove_pad, merge_ghost_min_size, split_hard_swish)
     optimized = rebuild(model, plan.call)
     if verify:
         check_equivalent(model, optimized, atol=atol)
@@ -84,9 +100,11 @@ def _pair(value):
 class _Plan:
     """Decisions taken on the original graph, applied while it is re-run layer by layer."""
 
-    def __init__(self, model, remove_pad=None, merge_ghost_min_size=None):
+    def __init__(self, model, remove_pad=None, merge_ghost_min_size=None,
+                 split_hard_swish=False):
         self.remove_pad = remove_pad
-        self.consumers, self.producers, self.inputs_of = _graph(model)
+        self.consumers, self.producers, self.inputs_of = connections(model)
+        self._outputs = list(model.outputs)
         self.skip = set()          # layers whose call is replaced by the identity
         self.fold_bn = {}          # conv name -> BatchNormalization layer folded into it
         self.same_padding = {}     # conv name -> ZeroPadding2D it absorbs
@@ -98,12 +116,20 @@ class _Plan:
         self.concat_source = {}    # merged concat name -> index of the input it becomes
         self.gate_multiply = set()  # Multiply layers that take over the gate's resize
         self.split_depthwise = {}  # concat name -> (pad or None, strided depthwise conv)
+        self.hard_swish = {}       # hard-swish activation name -> its / 6 was folded away
+        self.input_scale = {}      # conv / dense name -> per-input-channel factor (1 / 6)
+        self.relu_as_depthwise = {}  # standalone ReLU name -> "relu" or "relu6"
         for layer in model.layers:
             kind = _class(layer)
             if kind in FOLDABLE_CONVS:
                 self._plan_conv(layer)
+            elif kind == "Dense" and _activation_name(layer) == "linear":
+                self._plan_bn_fold(layer)
             elif kind == "Activation" and _activation_name(layer) == "hard_sigmoid":
                 self._plan_hard_sigmoid(layer)
+            elif (split_hard_swish and kind == "Activation"
+                  and _activation_name(layer) in HARD_SWISH_NAMES):
+                self._plan_hard_swish(layer)
             elif kind == "ResizeNearestLike":
                 self._plan_gate_resize(layer)
         concats = [layer for layer in model.layers if _class(layer) == "Concatenate"]
@@ -113,16 +139,25 @@ class _Plan:
             for layer in concats:
                 if layer.name not in self.split_depthwise:
                     self._plan_ghost_concat(layer, merge_ghost_min_size)
+        for layer in model.layers:
+            source, relu = self.producers.get(layer.name), _plain_relu(layer)
+            if (relu and layer.name not in self.skip and source is not None
+                    and _class(source) == "Concatenate" and source.name not in self.concat_source
+                    and self._only_consumer(source) is layer):
+                self.relu_as_depthwise[layer.name] = relu
 
     def _only_consumer(self, layer):
         users = self.consumers.get(layer.name, [])
         return users[0] if len(users) == 1 else None
 
-    def _plan_conv(self, conv):
-        bn = self._only_consumer(conv)
+    def _plan_bn_fold(self, layer):
+        bn = self._only_consumer(layer)
         if bn is not None and _class(bn) == "BatchNormalization" and _bn_is_channel_last(bn):
-            self.fold_bn[conv.name] = bn
+            self.fold_bn[layer.name] = bn
             self.skip.add(bn.name)
+
+    def _plan_conv(self, conv):
+        self._plan_bn_fold(conv)
         pad = self.producers.get(conv.name)
         if (self.remove_pad is not False and pad is not None and _class(pad) == "ZeroPadding2D"
                 and self._only_consumer(pad) is conv and _pad_is_torch_same(pad, conv)):
@@ -145,6 +180,53 @@ class _Plan:
         self.bias_shift[source.name] = 3.0
         for t in targets:
             self.kernel_scale[t.name] = self.kernel_scale.get(t.name, 1.0) / 6.0
+
+    def _plan_hard_swish(self, act):
+        """Finds where the `/ 6` of hard-swish can go: every path from it must end in a
+        conv or dense layer, through layers that commute with a positive per-channel
+        scale. The scales are committed only if all paths qualify."""
+        channels = act.output.shape[-1]
+        sinks = {}
+        if self._scale_sinks(act, np.full(channels, 1.0 / 6.0), sinks, set()):
+            for name, factor in sinks.items():
+                self.input_scale[name] = self.input_scale.get(name, 1.0) * factor
+            self.hard_swish[act.name] = True
+        else:
+            self.hard_swish[act.name] = False
+
+    def _scale_sinks(self, layer, factor, sinks, seen):
+        """Walks the consumers of `layer`, whose output channels are to be multiplied by
+        `factor`; records `sinks[name] = factor on its input channels`. False where a path
+        reaches a layer that cannot take the factor (or a layer twice, e.g. x * f(x))."""
+        users = {u.name: u for u in self.consumers.get(layer.name, [])}
+        if not users or any(o._keras_history.operation is layer for o in self._outputs):
+            return False
+        for user in users.values():
+            if user.name in seen:
+                return False
+            seen.add(user.name)
+            kind = _class(user)
+            if kind == "Concatenate" and user.axis in (-1, 3):
+                parts = [factor if source is layer else np.ones(source.output.shape[-1])
+                         for source in self.inputs_of[user.name]]
+                ok = self._scale_sinks(user, np.concatenate(parts), sinks, seen)
+            elif kind == "Multiply":
+                # A gate times the scaled map: only one factor may pass through.
+                ok = (self.inputs_of[user.name].count(layer) == 1
+                      and self._scale_sinks(user, factor, sinks, seen))
+            elif kind == "Flatten" and all(d is not None for d in user.input.shape[1:]):
+                repeat = int(np.prod(user.input.shape[1:-1]))
+                ok = self._scale_sinks(user, np.tile(factor, repeat), sinks, seen)
+            elif kind in SCALE_COMMUTING:
+                ok = self._scale_sinks(user, factor, sinks, seen)
+            elif kind in FOLDABLE_CONVS + ("Dense",) and getattr(user, "groups", 1) == 1:
+                sinks[user.name] = factor
+                ok = True
+            else:
+                ok = False
+            if not ok:
+                return False
+        return True
 
     def _plan_gate_resize(self, resize):
         """resize([gate, like]) feeding only Multiply([like, resized]) -> one
@@ -169,23 +251,36 @@ class _Plan:
         if (dw is None or _class(dw) != "DepthwiseConv2D" or dw.depth_multiplier != 1
                 or max(_pair(dw.strides)) < 2):
             return
+        # A ReLU after the (BN-folded) conv runs per part too: TFLite fuses it into each
+        # part's conv, while a standalone int8 RELU after the concat is not XNNPACK's.
+        bn = self.fold_bn.get(dw.name)
+        act = self._only_consumer(bn if bn is not None else dw)
+        if act is None or not (_class(act) == "ReLU" or (
+                _class(act) == "Activation" and _activation_name(act) in ("relu", "relu6"))):
+            act = None
         self.split_depthwise[concat.name] = (None if pad is None or pad.name in self.skip
-                                             else pad, dw)
+                                             else pad, dw, act)
         self.skip.add(dw.name)
         if pad is not None:
             self.skip.add(pad.name)
+        if act is not None:
+            self.skip.add(act.name)
 
     def _split_depthwise(self, concat, parts):
         from keras import layers
 
-        pad, dw = self.split_depthwise[concat.name]
+        pad, dw, act = self.split_depthwise[concat.name]
         outputs, start = [], 0
         for i, part in enumerate(parts):
             channels = slice(start, start + part.shape[-1])
             start = channels.stop
             if pad is not None:
                 part = layers.ZeroPadding2D(pad.padding, name=f"{pad.name}.part{i}")(part)
-            outputs.append(self._conv(dw, part, channels, name=f"{dw.name}.part{i}"))
+            part = self._conv(dw, part, channels, name=f"{dw.name}.part{i}")
+            if act is not None:
+                config = {**act.get_config(), "name": f"{act.name}.part{i}"}
+                part = type(act).from_config(config)(part)
+            outputs.append(part)
         return layers.Concatenate(name=concat.name)(outputs)
 
     def _chain(self, layer, kinds):
@@ -252,15 +347,37 @@ class _Plan:
             return self._split_depthwise(layer, args[0])
         if kind in FOLDABLE_CONVS and (name in self.fold_bn or name in self.same_padding
                                        or name in self.kernel_scale or name in self.bias_shift
-                                       or name in self.duplicate):
+                                       or name in self.duplicate or name in self.input_scale):
             return self._conv(layer, args[0])
+        if kind == "Dense" and (name in self.input_scale or name in self.fold_bn):
+            return self._dense(layer, args[0])
         if name in self.relu6:
             return layers.ReLU(6.0, name=name)(args[0])
+        if name in self.relu_as_depthwise:
+            return _identity_depthwise(args[0], self.relu_as_depthwise[name], name)
+        if name in self.hard_swish:
+            return _split_hard_swish(args[0], folded=self.hard_swish[name], name=name)
         if kind == "AveragePooling2D" and _is_plain_pool(layer):
             return _pool_as_depthwise(layer, args[0])
         if kind == "Dropout":
             return args[0]
         return copy_call(layer, *args, **kwargs)
+
+    def _dense(self, dense, x):
+        """The Dense layer with its planned input scale and BN fold."""
+        kernel, *rest = (w.astype("float64") for w in dense.get_weights())
+        bias = rest[0] if dense.use_bias else np.zeros(kernel.shape[-1])
+        if dense.name in self.input_scale:
+            kernel = kernel * np.reshape(self.input_scale[dense.name], (-1, 1))
+        bn = self.fold_bn.get(dense.name)
+        if bn is not None:
+            gamma, beta, mean, var = _bn_arrays(bn)
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            kernel, bias = kernel * scale, (bias - mean) * scale + beta
+        new = type(dense).from_config({**dense.get_config(), "use_bias": True})
+        y = new(x)
+        new.set_weights([kernel.astype("float32"), bias.astype("float32")])
+        return y
 
     def _conv(self, conv, x, channels=None, name=None):
         """The conv with its planned folds; `channels` (a slice) keeps part of a depthwise
@@ -274,6 +391,9 @@ class _Plan:
         if bias is None:
             bias = np.zeros(out_shape).reshape(-1)
         kernel = kernel * self.kernel_scale.get(conv.name, 1.0)
+        if conv.name in self.input_scale:
+            # Input channels are axis 2 of both kernels: (kh, kw, in, out or multiplier).
+            kernel = kernel * np.reshape(self.input_scale[conv.name], (1, 1, -1, 1))
         bias = bias + self.bias_shift.get(conv.name, 0.0)
         bn = self.fold_bn.get(conv.name)
         if bn is not None:
@@ -306,21 +426,6 @@ class _Plan:
         y = new(x)
         new.set_weights([kernel.astype("float32"), bias.astype("float32")])
         return y
-
-
-def _graph(model):
-    """`consumers[name]` (layers fed by it), `producers[name]` (its input layer, for
-    single-input layers) and `inputs_of[name]` (all its input layers, in order)."""
-    consumers, producers, inputs_of = {}, {}, {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            sources = [t._keras_history.operation for t in node.input_tensors]
-            for source in sources:
-                consumers.setdefault(source.name, []).append(layer)
-            inputs_of[layer.name] = sources
-            if len(sources) == 1:
-                producers[layer.name] = sources[0]
-    return consumers, producers, inputs_of
 
 
 def _act_key(layer):
@@ -387,3 +492,44 @@ def _pool_as_depthwise(pool, x):
     channels = x.shape[-1]
     conv.set_weights([np.full((*size, channels, 1), 1.0 / (size[0] * size[1]), "float32")])
     return y
+
+
+def _plain_relu(layer):
+    """"relu" or "relu6" for a layer that computes exactly that, else None."""
+    kind = _class(layer)
+    if kind == "Activation" and _activation_name(layer) in ("relu", "relu6"):
+        return _activation_name(layer)
+    if kind == "ReLU" and not layer.negative_slope and not layer.threshold:
+        return {None: "relu", 6.0: "relu6"}.get(
+            None if layer.max_value is None else float(layer.max_value))
+    return None
+
+
+def _identity_depthwise(x, activation, name):
+    """A 1x1 depthwise conv with weight 1 (exact in int8 too) and a fused `activation`."""
+    from keras import layers
+
+    conv = layers.DepthwiseConv2D(1, use_bias=False, activation=activation, name=name)
+    y = conv(x)
+    conv.set_weights([np.ones((1, 1, x.shape[-1], 1), "float32")])
+    return y
+
+
+def _split_hard_swish(x, folded, name):
+    """`x * relu6(x + 3)`, i.e. 6 x hard-swish, as a 1x1 depthwise conv with fused ReLU6
+    and a MUL, which the converter does not fuse back into HARD_SWISH. Unless the
+    consumers took the `/ 6` (`folded`), a constant 1x1 depthwise conv applies it."""
+    from keras import layers
+
+    channels = x.shape[-1]
+    shift = layers.DepthwiseConv2D(1, activation="relu6", name=f"{name}.relu6")
+    gate = shift(x)
+    shift.set_weights([np.ones((1, 1, channels, 1), "float32"), np.full(channels, 3.0, "float32")])
+    y = layers.Multiply(name=name)([x, gate])
+    if folded:
+        return y
+    conv = layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}.div6")
+    y = conv(y)
+    conv.set_weights([np.full((1, 1, x.shape[-1], 1), 1.0 / 6.0, "float32")])
+    return y
+

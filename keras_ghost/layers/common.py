@@ -1,5 +1,7 @@
 """Small helpers shared by every block: channel rounding and PyTorch-style conv + BN."""
 
+import math
+
 from keras import layers
 
 # PyTorch BatchNorm2d defaults; the reference weights were trained with them.
@@ -7,22 +9,25 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def make_divisible(value, divisor=4, min_value=None, round_limit=0.9):
+def make_divisible(value, divisor=4, min_value=None, round_limit=0.9, round_up=False):
     """Rounds a channel count to the nearest multiple of `divisor`.
 
     The result is at least `min_value` (default `divisor`) and never below
     `round_limit` of `value` (the rule of the reference implementations).
+    `round_up=True` rounds up instead, `ceil(value / divisor) * divisor` (AsymmNet's rule).
     """
     min_value = min_value or divisor
+    if round_up:
+        return max(min_value, math.ceil(value / divisor) * divisor)
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if rounded < round_limit * value:
         rounded += divisor
     return rounded
 
 
-def scale_channels(channels, width, divisor=4):
+def scale_channels(channels, width, divisor=4, round_up=False):
     """The one place where a width multiplier turns into a channel count."""
-    return make_divisible(channels * width, divisor)
+    return make_divisible(channels * width, divisor, round_up=round_up)
 
 
 def torch_padding(x, kernel_size, strides, name):
@@ -42,11 +47,12 @@ def torch_padding(x, kernel_size, strides, name):
 
 
 def conv_bn(x, filters, kernel_size=1, strides=1, activation=None, depthwise=False,
-            depth_multiplier=1, name="conv"):
+            depth_multiplier=1, groups=1, name="conv"):
     """Conv (or depthwise conv) without bias, BatchNorm and an optional activation.
 
     Layers are named `{name}.conv`, `{name}.bn` and `{name}.{activation}`.
     For depthwise convs `filters` is ignored: the output has `in * depth_multiplier` channels.
+    `groups` > 1 makes a grouped conv (PyTorch `groups`; RegNet's 3x3 convs).
     """
     x, padding = torch_padding(x, kernel_size, strides, name)
     if depthwise:
@@ -55,7 +61,7 @@ def conv_bn(x, filters, kernel_size=1, strides=1, activation=None, depthwise=Fal
                                    name=f"{name}.conv")(x)
     else:
         x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                          use_bias=False, name=f"{name}.conv")(x)
+                          groups=groups, use_bias=False, name=f"{name}.conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}.bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}.{activation}")(x)

@@ -9,20 +9,21 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="keras_ghost")
 class ChannelSlice(keras.layers.Layer):
-    """Keeps the first `channels` channels (channels-last)."""
+    """Keeps `channels` channels from channel `start` on (channels-last; default the first)."""
 
-    def __init__(self, channels, **kwargs):
+    def __init__(self, channels, start=0, **kwargs):
         super().__init__(**kwargs)
         self.channels = int(channels)
+        self.start = int(start)
 
     def call(self, inputs):
-        return inputs[..., : self.channels]
+        return inputs[..., self.start : self.start + self.channels]
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.channels)
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels}
+        return {**super().get_config(), "channels": self.channels, "start": self.start}
 
 
 @keras.saving.register_keras_serializable(package="keras_ghost")

@@ -7,6 +7,8 @@ from typing import Callable, Mapping, Optional, Tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,8 @@ class ModelSpec:
     std: Tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
-    top1: Optional[float] = None  # published ImageNet top-1 of the reference weights
+    top1: Optional[float] = None  # published top-1 (%) on `dataset`
+    dataset: str = "imagenet"  # what the variant is made for and `top1` is measured on
     weights_url: Optional[str] = None  # reference PyTorch checkpoint
     weights_sha256: Optional[str] = None
 

@@ -5,12 +5,12 @@ from keras_ghost.profiling import profile
 
 
 def markdown_table(pattern="*"):
-    lines = ["| model | input | params | MACs | activations | ImageNet top-1 | reference weights |",
+    lines = ["| model | input | params | MACs | activations | top-1 (dataset) | reference weights |",
              "|---|---|---:|---:|---:|---:|---|"]
     for name in list_models(pattern):
         spec = get_spec(name)
         stats = profile(create_model(name))
-        top1 = f"{spec.top1:.2f}" if spec.top1 else "-"
+        top1 = f"{spec.top1:.2f} ({spec.dataset})" if spec.top1 else "-"
         weights = "yes" if spec.weights_url else "-"
         size = "x".join(str(d) for d in spec.input_size[:2])
         lines.append(f"| {name} | {size} | {stats.params:,} | {stats.macs / 1e6:.1f}M | "

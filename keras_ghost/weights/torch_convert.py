@@ -101,9 +101,9 @@ def keras_arrays(layer, params):
         out = [(key, w)]
     elif isinstance(layer, layers.Conv2D):
         key, w = take("weight")
-        if layer.groups != 1:
-            raise NotImplementedError("grouped Conv2D conversion is not supported yet.")
-        out = [(key, w.transpose(2, 3, 1, 0))]  # (O, I, kh, kw) -> (kh, kw, I, O)
+        # (O, I / groups, kh, kw) -> (kh, kw, I / groups, O); both frameworks give group g
+        # the g-th contiguous slices of input and output channels, so grouped convs map too.
+        out = [(key, w.transpose(2, 3, 1, 0))]
     elif isinstance(layer, layers.Dense):
         key, w = take("weight")
         out = [(key, w.T)]

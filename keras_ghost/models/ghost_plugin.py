@@ -1,0 +1,150 @@
+"""The GhostNet paper's C-Ghost plug-in experiments (section 4.1), as registered models.
+
+ResNet-56 and VGG-16 for CIFAR-10 and ResNet-50 for ImageNet, plain and with their
+convolutions swapped for ghost modules by `keras_ghost.ghostify` (s=2, d=3 for CIFAR;
+s=2 and s=4 for ResNet-50): the plug-in builds every ghost variant, so these models are
+also its end-to-end test.
+"""
+
+from typing import NamedTuple
+
+import keras
+from keras import layers
+
+from keras_ghost.layers.common import BN_EPSILON, BN_MOMENTUM, conv_bn
+from keras_ghost.layers.residual import basic_block
+from keras_ghost.models import base
+from keras_ghost.models.ghostify import ghostify
+from keras_ghost.models.registry import CIFAR10_MEAN, CIFAR10_STD, find_spec, register
+from keras_ghost.weights import load_weights
+
+
+class ResNetStage(NamedTuple):
+    channels: int
+    blocks: int  # basic blocks (two 3x3 convs each)
+    stride: int  # of the first block
+
+
+class VGGStage(NamedTuple):
+    channels: int
+    convs: int  # 3x3 conv + BN + ReLU each, then a 2x2 max pool
+
+
+# He et al. 2016, section 4.2: 6n + 2 layers with n = 9.
+RESNET56_STAGES = (ResNetStage(16, 9, 1), ResNetStage(32, 9, 2), ResNetStage(64, 9, 2))
+RESNET_STEM_CHANNELS = 16
+# The CIFAR VGG-16 of Li et al. 2017 (15.0M params, 313M MACs), which the paper uses.
+VGG16_STAGES = (VGGStage(64, 2), VGGStage(128, 2), VGGStage(256, 3), VGGStage(512, 3),
+                VGGStage(512, 3))
+VGG_HIDDEN = 512
+
+
+def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, weights,
+                 input_shape, input_tensor, pooling, classes, classifier_activation,
+                 dropout_rate, include_preprocessing, name, min_size, hidden=None):
+    spec = find_spec(builder, ghost_ratio=ghost_ratio)
+    base.check_top_args(include_top, weights, classes, pooling, spec)
+    if ghost_ratio is not None and (not isinstance(ghost_ratio, int) or ghost_ratio < 2):
+        raise ValueError(f"ghost_ratio must be None (plain convs) or an integer >= 2, got "
+                         f"{ghost_ratio!r}.")
+    suffix = f"_ghost_s{ghost_ratio}" if ghost_ratio else ""
+    name = name or (spec.name if spec else f"{builder.__name__.lower()}{suffix}")
+    inputs, x = base.model_inputs(input_shape, input_tensor, (32, 32, 3), min_size, name)
+    if include_preprocessing:
+        x = base.preprocessing_layer(CIFAR10_MEAN, CIFAR10_STD)(x)
+    x = features(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="head.pool")(x)
+        if hidden:
+            x = layers.Dense(hidden, name="head.fc")(x)
+            x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                          name="head.bn")(x)
+            x = layers.Activation("relu", name="head.relu")(x)
+    x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
+    model = keras.Model(inputs, x, name=name)
+    if ghost_ratio:
+        # Every conv, the first included, as in the paper's Ghost-VGG-16 / Ghost-ResNet-56.
+        model = ghostify(model, ghost_ratio, ghost_dw_size, skip_first=False, verbose=False,
+                         name=name)
+    if weights is not None:
+        load_weights(model, weights, spec=spec)
+    return model
+
+
+def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
+                  input_shape=None, input_tensor=None, pooling=None, classes=10,
+                  classifier_activation="softmax", include_preprocessing=False, name=None):
+    """ResNet-56 for 32x32 CIFAR images (He et al. 2016), or Ghost-ResNet-56 with
+    `ghost_ratio` (s) and `ghost_dw_size` (d): every conv a ghost module.
+
+    Other arguments as in keras.applications; `input_shape` defaults to (32, 32, 3).
+    """
+    def features(x):
+        x = conv_bn(x, RESNET_STEM_CHANNELS, 3, activation="relu", name="stem")
+        for s, stage in enumerate(RESNET56_STAGES):
+            for b in range(stage.blocks):
+                x = basic_block(x, stage.channels, stage.stride if b == 0 else 1,
+                                shortcut="zero_pad", name=f"stage{s}.block{b}")
+        return x
+
+    return _cifar_model(CifarResNet56, features, ghost_ratio=ghost_ratio,
+                        ghost_dw_size=ghost_dw_size, include_top=include_top, weights=weights,
+                        input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                        classes=classes, classifier_activation=classifier_activation,
+                        dropout_rate=0.0, include_preprocessing=include_preprocessing,
+                        name=name, min_size=4)
+
+
+def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
+               input_shape=None, input_tensor=None, pooling=None, classes=10,
+               classifier_activation="softmax", dropout_rate=0.5, include_preprocessing=False,
+               name=None):
+    """VGG-16 for 32x32 CIFAR images (with BN and a 512-wide hidden layer, Li et al. 2017),
+    or Ghost-VGG-16 with `ghost_ratio` (s) and `ghost_dw_size` (d).
+
+    Other arguments as in keras.applications; `input_shape` defaults to (32, 32, 3).
+    """
+    def features(x):
+        for s, stage in enumerate(VGG16_STAGES):
+            for c in range(stage.convs):
+                x = conv_bn(x, stage.channels, 3, activation="relu", name=f"stage{s}.conv{c}")
+            x = layers.MaxPooling2D(2, name=f"stage{s}.pool")(x)
+        return x
+
+    return _cifar_model(CifarVGG16, features, ghost_ratio=ghost_ratio,
+                        ghost_dw_size=ghost_dw_size, include_top=include_top, weights=weights,
+                        input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                        classes=classes, classifier_activation=classifier_activation,
+                        dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                        name=name, min_size=32, hidden=VGG_HIDDEN)
+
+
+def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None,
+                  input_shape=None, input_tensor=None, pooling=None, classes=1000,
+                  classifier_activation="softmax", name=None):
+    """Ghost-ResNet-50: keras.applications ResNet50 with every conv but the stem a ghost
+    module (`ghost_ratio` s, `ghost_dw_size` d). Starts from fresh weights (there are no
+    reference ones); `weights` takes a file saved from the same configuration."""
+    spec = find_spec(GhostResNet50, ghost_ratio=ghost_ratio)
+    base.check_top_args(include_top, weights, classes, pooling, spec)
+    name = name or (spec.name if spec else f"ghost_resnet50_s{ghost_ratio}")
+    plain = keras.applications.ResNet50(
+        include_top=include_top, weights=None, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation)
+    model = ghostify(plain, ghost_ratio, ghost_dw_size, verbose=False, name=name)
+    if weights is not None:
+        load_weights(model, weights, spec=spec)
+    return model
+
+
+_CIFAR = dict(input_size=(32, 32, 3), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
+              interpolation="bilinear", dataset="cifar10")
+# Accuracies: the GhostNet paper, Tables 3 and 4 (CIFAR-10 top-1; ImageNet top-1).
+register("resnet56_cifar", CifarResNet56, kwargs=dict(ghost_ratio=None), top1=93.0, **_CIFAR)
+register("ghost_resnet56_cifar", CifarResNet56, kwargs=dict(ghost_ratio=2), top1=92.7,
+         **_CIFAR)
+register("vgg16_cifar", CifarVGG16, kwargs=dict(ghost_ratio=None), top1=93.6, **_CIFAR)
+register("ghost_vgg16_cifar", CifarVGG16, kwargs=dict(ghost_ratio=2), top1=93.7, **_CIFAR)
+register("ghost_resnet50_s2", GhostResNet50, kwargs=dict(ghost_ratio=2), top1=75.0)
+register("ghost_resnet50_s4", GhostResNet50, kwargs=dict(ghost_ratio=4), top1=74.1)

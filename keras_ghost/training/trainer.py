@@ -1,0 +1,307 @@
+"""One training run from a `Recipe`: data, distribution, compile, fit with resume,
+checkpoints and logs, final top-1/top-5 report, optional TFLite export.
+
+`train(model_fn, recipe, options)` is what `training/train.py` and
+`training/benchmark_cifar.py` call; `model_fn(recipe, num_classes)` builds the model
+(logits output) inside the distribution scope. Training runs through `model.fit()`, except
+under MultiWorkerMirroredStrategy (where Keras 3's fit fails, keras-team/keras#20585) or
+with `custom_loop=True`: then through `loop.DistributedLoop`, a `strategy.run` loop that
+drives the same optimizer and callbacks.
+"""
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from keras_ghost.io_utils import write_atomic
+from keras_ghost.training import data as data_lib
+from keras_ghost.training.callbacks import (AtomicCheckpoint, ResumeReport, Throughput,
+                                            TimeBudget, exportable)
+from keras_ghost.training.distribute import (enter_distribution, is_chief, make_strategy,
+                                             replicas)
+from keras_ghost.training.optim import build_optimizer
+
+EXPORT_MODES = ("fp32", "int8")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """How to run a recipe (what the recipe does not say)."""
+
+    output_dir: Path
+    data_dir: Optional[Path] = None  # TFDS data dir
+    image_folder: Optional[Path] = None  # instead of TFDS: ROOT/<split>/<class>/*.jpg
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    crop_pct: float = 0.875  # eval center crop, when the recipe does not set one
+    interpolation: str = "bicubic"  # eval resize
+    seed: Optional[int] = 0
+    strategy: str = "auto"
+    tpu: Optional[str] = None
+    mixed_precision: bool = False
+    jit: bool = False
+    save_freq: object = "epoch"  # BackupAndRestore: "epoch" or every N steps
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split
+    limit_train: Optional[int] = None
+    limit_eval: Optional[int] = None
+    max_seconds: Optional[float] = None  # stop after the epoch that passes this
+    teacher: Optional[Path] = None
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+    export: Optional[str] = None  # fp32 | int8
+    calib_images: int = 500
+    tensorboard: bool = True
+    cache: bool = False  # keep decoded training images in memory (small datasets)
+    verbose: object = "auto"
+    # None: the custom strategy.run loop only under MultiWorkerMirroredStrategy, else fit().
+    custom_loop: Optional[bool] = None
+
+
+def _split(split, limit):
+    return f"{split}[:{limit}]" if limit else split
+
+
+def load_split(recipe, options, split, limit):
+    """`(dataset, num_classes, num_examples)` of a split, TFDS or image folder."""
+    if options.image_folder is not None:
+        ds, classes, count = data_lib.load_dataset(folder=options.image_folder, split=split)
+        if limit:
+            ds, count = ds.take(limit), min(limit, count)
+        return ds, classes, count
+    return data_lib.load_tfds(recipe.dataset, _split(split, limit), options.data_dir)
+
+
+def input_pipelines(recipe, options, image_size, global_batch, repeat=None):
+    """Train and eval `tf.data` pipelines for the recipe, plus `(num_classes, train
+    images, eval images)`; the train one repeats when `repeat` (default: with a fixed
+    steps_per_epoch)."""
+    repeat = options.steps_per_epoch is not None if repeat is None else repeat
+    train_ds, classes, train_count = load_split(recipe, options, recipe.train_split,
+                                                options.limit_train)
+    eval_ds, _, eval_count = load_split(recipe, options, recipe.eval_split, options.limit_eval)
+    if train_count < global_batch:
+        raise ValueError(f"{train_count} training images are fewer than one global batch of "
+                         f"{global_batch}; lower --batch-size or raise --limit-train.")
+    norm = dict(mean=options.mean, std=options.std, num_classes=classes)
+    train = data_lib.train_pipeline(
+        train_ds, image_size, batch_size=global_batch, crop=recipe.crop,
+        crop_scale=recipe.crop_scale, randaugment_magnitude=recipe.randaugment_magnitude,
+        erasing_prob=recipe.erasing_prob, mixup_alpha=recipe.mixup_alpha,
+        cutmix_alpha=recipe.cutmix_alpha, seed=options.seed, cache=options.cache,
+        repeat=repeat, **norm)
+    crop_pct = recipe.eval_crop_pct or options.crop_pct
+    evaluation = data_lib.eval_pipeline(eval_ds, image_size, batch_size=global_batch,
+                                        crop_pct=crop_pct, interpolation=options.interpolation,
+                                        **norm)
+    return _shard_by_data(train), _shard_by_data(evaluation), classes, train_count, eval_count
+
+
+def _shard_by_data(ds):
+    """Multi-worker runs split the batches, not the files: TFDS splits such as CIFAR-10's
+    train[:N] live in one file, too few for FILE sharding (each worker still reads all)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _set_precision(mixed):
+    import keras
+    import tensorflow as tf
+
+    if not mixed:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    # float16 needs loss scaling (compile adds it); bfloat16 is the CPU/TPU choice.
+    gpu = keras.backend.backend() == "tensorflow" and tf.config.list_physical_devices("GPU")
+    policy = "mixed_float16" if gpu else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _worker_dir(output_dir, strategy):
+    """Non-chief workers write beside the chief, in `worker<N>/` (TF's multi-worker rule:
+    every worker saves, only the chief to the real place)."""
+    if is_chief(strategy):
+        return Path(output_dir)
+    task_id = strategy.extended._cluster_resolver.task_id
+    return Path(output_dir) / f"worker{task_id}"
+
+
+def _has_tensorboard():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _custom_loop(strategy, options):
+    """Whether to train through loop.DistributedLoop (a tf.distribute strategy's loop)."""
+    if strategy is None:  # JAX and other backends
+        if options.custom_loop:
+            raise ValueError("the custom training loop needs the TensorFlow backend.")
+        return False
+    if options.custom_loop is not None:
+        return options.custom_loop
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def train(model_fn, recipe, options):
+    """Runs `recipe` with `options`; returns the report dict (also written as
+    `report.json` in the output dir). Resumes from `output_dir/backup` when a previous
+    run of the same output dir was interrupted."""
+    import keras
+
+    strategy = make_strategy(options.strategy, options.tpu)
+    custom_loop = _custom_loop(strategy, options)
+    if custom_loop and (options.teacher is not None or options.strategy == "tpu"):
+        raise ValueError("the custom training loop (--strategy multiworker or --loop "
+                         "custom) runs neither distillation (--teacher) nor TPUs.")
+    policy = _set_precision(options.mixed_precision)
+    if options.seed is not None:
+        keras.utils.set_random_seed(options.seed)
+    n_replicas = replicas(strategy) if options.strategy != "jax-data-parallel" else None
+    out = _worker_dir(options.output_dir, strategy)
+    accumulation = recipe.gradient_accumulation_steps or 1
+    global_batch = recipe.batch_size
+
+    with enter_distribution(strategy, options.strategy):
+        if n_replicas is None:
+            n_replicas = replicas(None)
+        _, classes, _ = load_split(recipe, options, recipe.eval_split, 1)
+        model = model_fn(recipe, classes)
+        image_size = tuple(model.input_shape[1:3])
+        train_ds, eval_ds, classes, train_count, eval_count = input_pipelines(
+            recipe, options, image_size, global_batch)
+        steps = options.steps_per_epoch or train_count // global_batch
+        # The lr follows the effective batch (accumulated micro-batches included).
+        optimizer = build_optimizer(recipe, steps, global_batch * accumulation)
+        if options.teacher is not None:
+            from keras_ghost.training.distill import Distiller
+
+            teacher = keras.saving.load_model(options.teacher, safe_mode=True)
+            model = Distiller(model, teacher, options.distill_alpha, options.distill_temperature)
+            model.build((None, *model.student.input_shape[1:]))
+
+        def loss(**kwargs):
+            return keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=recipe.label_smoothing, **kwargs)
+
+        model.compile(
+            optimizer=optimizer,
+            loss=loss(),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                     keras.metrics.TopKCategoricalAccuracy(k=min(5, classes), name="top5")],
+            jit_compile=options.jit)
+
+    throughput = Throughput(global_batch)
+    resume = ResumeReport()
+    callbacks = [
+        # Before SwapEMAWeights: the backup must hold the raw weights, not the swapped EMA.
+        keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq=options.save_freq,
+                                         double_checkpoint=True),
+        resume, throughput]
+    if recipe.ema_decay is not None:
+        # Validation and the checkpoints after it see the EMA weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(AtomicCheckpoint(out))
+    if options.tensorboard:
+        if _has_tensorboard():
+            callbacks.append(keras.callbacks.TensorBoard(str(out / "logs")))
+        else:
+            print("TensorBoard logs skipped: tensorboard is not installed "
+                  "(pip install -e \".[train]\").", flush=True)
+    if options.max_seconds:
+        callbacks.append(TimeBudget(options.max_seconds))
+
+    start = time.perf_counter()
+    if custom_loop:
+        from keras_ghost.training.loop import DistributedLoop
+
+        # model.optimizer: compile wraps it in a LossScaleOptimizer under mixed_float16.
+        loop = DistributedLoop(model, model.optimizer, loss(reduction=None), strategy,
+                               top_k=min(5, classes), jit=options.jit)
+        history = loop.fit(train_ds, eval_ds, epochs=recipe.epochs, steps_per_epoch=steps,
+                           callbacks=callbacks, verbose=options.verbose)
+    else:
+        history = model.fit(train_ds, epochs=recipe.epochs, validation_data=eval_ds,
+                            steps_per_epoch=options.steps_per_epoch, callbacks=callbacks,
+                            verbose=options.verbose)
+    train_seconds = time.perf_counter() - start
+    # Both leave the EMA weights in the model when the optimizer keeps them.
+    metrics = (loop.evaluate(eval_ds) if custom_loop
+               else model.evaluate(eval_ds, return_dict=True, verbose=0))
+    student = exportable(model)
+    report = {
+        "model": student.name,
+        "recipe": recipe.to_dict(),
+        "input_shape": list(student.input_shape[1:]),
+        "trainable_params": int(sum(np.prod(w.shape) for w in student.trainable_weights)),
+        "dataset": (str(options.image_folder) if options.image_folder is not None
+                    else recipe.dataset),
+        "train_images": train_count,
+        "eval_split": _split(recipe.eval_split, options.limit_eval),
+        "eval_images": eval_count,
+        "top1": float(metrics["accuracy"]),
+        "top5": float(metrics["top5"]),
+        "eval_loss": float(metrics["loss"]),
+        "epochs_run": len(history.epoch),
+        "last_epoch": history.epoch[-1] + 1 if history.epoch else None,
+        "started_at": resume.start,
+        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "train_seconds": round(train_seconds, 1),
+        "train_images_per_second": round(throughput.images_per_second, 1),
+        "global_batch_size": global_batch,
+        "replicas": n_replicas,
+        "strategy": options.strategy,
+        "loop": "custom" if custom_loop else "fit",
+        "backend": keras.backend.backend(),
+        "precision_policy": policy,
+        "jit": options.jit,
+        "ema": recipe.ema_decay is not None,
+        "distillation": None if options.teacher is None else {
+            "teacher": str(options.teacher), "alpha": options.distill_alpha,
+            "temperature": options.distill_temperature},
+        "checkpoints": {"best": str(out / "best.keras"), "last": str(out / "last.keras")},
+    }
+    if options.export:
+        report["export"] = export_tflite(model_fn, recipe, options, student, out, policy)
+    write_atomic(report, out / "report.json")
+    return report
+
+
+def export_tflite(model_fn, recipe, options, model, out, policy):
+    """Converts the trained model to `<name>_<mode>.tflite` in `out` through
+    keras_ghost.export; int8 is calibrated on the first `calib_images` training images
+    (eval preprocessing). Returns the export report."""
+    import keras
+
+    from keras_ghost import export
+
+    if options.export not in EXPORT_MODES:
+        raise ValueError(f"export must be one of {EXPORT_MODES}, got {options.export!r}.")
+    if policy != "float32":
+        # TFLite conversion wants a float32 graph: rebuild and copy the weights.
+        keras.mixed_precision.set_global_policy("float32")
+        fp32 = model_fn(recipe, model.output_shape[-1])
+        fp32.set_weights(model.get_weights())
+        model = fp32
+    image_size = tuple(model.input_shape[1:3])
+    ds, classes, _ = load_split(recipe, options, recipe.train_split, options.calib_images)
+    batches = data_lib.eval_pipeline(ds, image_size, batch_size=256, mean=options.mean,
+                                     std=options.std, num_classes=classes,
+                                     crop_pct=recipe.eval_crop_pct or options.crop_pct,
+                                     interpolation=options.interpolation)
+    calibration = np.concatenate([x.numpy() for x, _ in batches])
+    content = export.convert(model, options.export, calibration=calibration)
+    expected = model.predict(calibration[:64], verbose=0)
+    result = export.report(content, options.export, expected, export.run(content, calibration[:64]))
+    path = export.write_atomic(content, out / f"{model.name}_{options.export}.tflite")
+    return {"path": str(path), "calibration_images": len(calibration),
+            "top1_agreement": result["fidelity"]["top1_agreement"],
+            "size_bytes": len(content)}
