@@ -216,6 +216,8 @@ def test_qat_flags_hand_over_to_the_quantization_tool(tmp_path):
     bad.write_bytes(b"not a model")
     wrong = _run_train(["--qat", "--weights", str(bad)], tmp_path / "out")
     assert wrong.returncode != 0 and "is not a .keras file" in wrong.stderr
+    missing = _run_train(["--qat", "--weights", str(tmp_path / "float.keras")], tmp_path / "out")
+    assert missing.returncode != 0 and "Model file not found" in missing.stderr
 
 
 @needs_cifar

@@ -69,7 +69,7 @@ def main(argv=None):
             prune_epochs=args.prune_epochs, calib_images=args.calib_images, io_type=args.io,
             deploy_graph=not args.raw_graph, limit_train=args.limit_train,
             limit_test=args.limit_test, seed=args.seed, **norm)
-    except (ValueError, quantization.QATError) as e:
+    except (ValueError, FileNotFoundError, quantization.QATError) as e:
         sys.exit(f"error: {e}")
     json_path = write_atomic(report, args.output.with_suffix(".json"))
     if "int8_accuracy" in report:

@@ -49,7 +49,10 @@ def _model_file(model, tmp):
     """A `.keras` path for `model` (a path, or a Keras 3 model saved to `tmp`)."""
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
-        if path.suffix != ".keras" or not path.is_file():
+        if path.suffix == ".keras" and not path.is_file():
+            raise FileNotFoundError(f"Model file not found: {path}. Pass the .keras file of a "
+                                    "trained float model (e.g. the best.keras of a training run).")
+        if path.suffix != ".keras":
             raise ValueError(f"'{path}' is not a .keras file; pass a Keras 3 model or the "
                              ".keras file of one (model.save('model.keras')).")
         return str(path.resolve())
