@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from keras_ghost.io_utils import write_atomic
+from keras_ghost.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from keras_ghost.training import data as data_lib
 from keras_ghost.training.callbacks import (AtomicCheckpoint, ResumeReport, Throughput,
                                             TimeBudget, exportable)
@@ -34,8 +35,8 @@ class TrainOptions:
     output_dir: Path
     data_dir: Optional[Path] = None  # TFDS data dir
     image_folder: Optional[Path] = None  # instead of TFDS: ROOT/<split>/<class>/*.jpg
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     crop_pct: float = 0.875  # eval center crop, when the recipe does not set one
     interpolation: str = "bicubic"  # eval resize
     seed: Optional[int] = 0
