@@ -73,17 +73,3 @@ def test_ghost_ratio_is_checked():
     with pytest.raises(ValueError, match="ghost_ratio"):
         keras_ghost.CifarResNet56(ghost_ratio=1)
 
-
-def test_ghost_cifar_model_trains_and_saves(tmp_path):
-    model = keras_ghost.create_model("ghost_resnet56_cifar", classifier_activation=None)
-    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype("float32")
-    y = np.arange(8) % 10
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    before = model.evaluate(x, y, verbose=0)
-    model.fit(x, y, epochs=5, verbose=0)
-    assert model.evaluate(x, y, verbose=0) < before
-    path = tmp_path / "g.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
