@@ -202,8 +202,11 @@ def test_argument_errors(tmp_path):
         quantization.finetune(model, tmp_path / "x.tflite", qat=False)
     with pytest.raises(ValueError, match="target_sparsity"):
         quantization.finetune(model, tmp_path / "x.tflite", prune=True, target_sparsity=1.5)
-    with pytest.raises(ValueError, match="not a .keras file"):
+    with pytest.raises(FileNotFoundError, match="Model file not found"):
         quantization.finetune(tmp_path / "missing.keras", tmp_path / "x.tflite")
+    (tmp_path / "weights.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a .keras file"):
+        quantization.finetune(tmp_path / "weights.h5", tmp_path / "x.tflite")
     with pytest.raises(ValueError, match="io_type"):
         quantization.quantize_aware(model, tmp_path / "x.tflite", np.zeros((1, *SIZE)), io_type="x")
     with pytest.raises(TypeError, match="functional"):
