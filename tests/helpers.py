@@ -81,16 +81,23 @@ def python_env(**extra):
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
 
 
+# Families whose costly checks run only with `-m slow`: their layers are already covered by
+# a cheaper family (ResNet34's basic blocks by GGhostResNet34; ghostify by the CIFAR ghost
+# models), and a ResNet-34 / ResNet-50 export takes 20-30 s of the default run.
+SLOW_FAMILIES = {"ResNet34", "GhostResNet50"}
+
+
 def registry_sweep(pattern="*", everything=True):
     """Registered variant names as pytest params. With `everything=False` (for costly
-    checks: save/load, TFLite export) the first variant of each builder runs by default and
-    the others are marked slow (`pytest -m slow` runs them)."""
+    checks: save/load, TFLite export) the first variant of each builder runs by default
+    (but those of SLOW_FAMILIES) and the others are marked slow (`pytest -m slow`)."""
     import pytest
 
     seen, params = set(), []
     for name in keras_ghost.list_models(pattern):
         family = keras_ghost.get_spec(name).family
-        marks = () if everything or family not in seen else (pytest.mark.slow,)
+        cheap = family not in seen and family not in SLOW_FAMILIES
+        marks = () if everything or cheap else (pytest.mark.slow,)
         seen.add(family)
         params.append(pytest.param(name, marks=marks, id=name))
     return params

@@ -2,8 +2,9 @@
 
 tfmot work runs in the worker process, so these tests also check that the pytest process
 itself stays on Keras 3. A worker call that translates, QAT-wraps and converts a GhostNet
-takes minutes on a shared 2-core CPU, so those tests are marked slow; the fast ones check
-the layer rules of one variant per family in-process and one small worker round trip.
+takes a minute or more on a shared 2-core CPU, so the default run has the layer rules of one
+variant per family (in-process), the translation of one model, and one tiny end-to-end QAT
+fine-tune and conversion; the other families and pruning are marked slow.
 """
 
 import importlib.util
@@ -110,6 +111,11 @@ def test_rules_follow_tflite_fusion():
         assert plan[name][2] is True, name
     for name in ("stage2.block0.ghost1.dfc.resize", "stage1.block0.dw.pad", "head.flatten"):
         assert plan[name][2] is False, name
+    # int8 LOGISTIC has a fixed output grid (scale 1/256, zero point -128).
+    assert plan["stage2.block0.ghost1.dfc.sigmoid"][2] == (0.0, 255 / 256)
+    inputs = keras.Input((4, 4, 3))
+    probs = keras.layers.Dense(5, activation="softmax", name="fc")(keras.layers.Flatten()(inputs))
+    assert rules.plan_model(keras.Model(inputs, probs))["fc"][2] == (0.0, 255 / 256)
 
 
 def _check_translation(names, quantize):
@@ -147,6 +153,43 @@ def test_translation_every_registered_variant():
     _check_translation(keras_ghost.list_models(), quantize=False)
 
 
+def _assert_full_int8(content):
+    """Integer ops only: no Flex ops, no DEQUANTIZE, no float tensor, int8 in and out, and
+    one XNNPACK partition."""
+    ops = export.op_histogram(content)
+    assert not any(op.startswith("Flex") or op == "DEQUANTIZE" for op in ops), ops
+    assert export.op_histogram(content, xnnpack=True)["DELEGATE"] == 1
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=content)
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    assert it.get_output_details()[0]["dtype"] == np.int8
+    float_tensors = [t["name"] for t in it.get_tensor_details()
+                     if t["dtype"] == np.float32 and t["shape"].size > 0]
+    assert not float_tensors, float_tensors[:5]
+
+
+@pytest.mark.skipif(not (TFDS / "cifar10").exists(), reason="no CIFAR-10 in ../shared/tfds")
+def test_qat_finetune_end_to_end_converts_to_full_int8(tmp_path):
+    """The whole QAT path in one worker call: translate, wrap, calibrate, fine-tune on
+    CIFAR-10, convert, evaluate."""
+    model = _model("ghostnet_050")
+    before = [w.copy() for w in model.get_weights()]
+    out = tmp_path / "qat.tflite"
+    report = quantization.finetune(model, out, data_dir=TFDS, epochs=1, limit_train=256,
+                                   batch_size=64, calib_images=64, limit_test=64,
+                                   learning_rate=0.001, verbose=0)
+    _assert_still_keras3()
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    training = report["qat_training"]
+    assert training["epochs"] == 1 and np.isfinite(training["loss"]).all()
+    assert report["test_images"] == 64 and 0.0 <= report["int8_accuracy"] <= 1.0
+    assert report["report"]["builtin_only"] and report["report"]["xnnpack_partitions"] == 1
+    _assert_full_int8(out.read_bytes())
+    # The .tflite computes what the QAT Keras model simulates: int8 rounding apart, the
+    # same logits (a broken range or scale hand-over drops the cosine far below this).
+    assert report["report"]["fidelity"]["mean_cosine"] > 0.99, report["report"]["fidelity"]
+
+
 @pytest.mark.slow
 def test_qat_model_converts_to_full_int8(tmp_path):
     model = _model("ghostnetv2_100", width=0.5)
@@ -156,15 +199,7 @@ def test_qat_model_converts_to_full_int8(tmp_path):
     quantization.quantize_aware(model, path, calibration)
     _assert_still_keras3()
     content = path.read_bytes()
-    ops = export.op_histogram(content)
-    assert not any(op.startswith("Flex") or op == "DEQUANTIZE" for op in ops), ops
-    assert export.op_histogram(content, xnnpack=True)["DELEGATE"] == 1
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=content)
-    assert it.get_input_details()[0]["dtype"] == np.int8
-    float_tensors = [t["name"] for t in it.get_tensor_details()
-                     if t["dtype"] == np.float32 and t["shape"].size > 0]
-    assert not float_tensors, float_tensors[:5]
+    _assert_full_int8(content)
     # The untrained QAT model computes what the float model does, up to int8 rounding.
     held_out = rng.standard_normal((8, *SIZE)).astype("float32")
     fidelity = export.fidelity(model.predict(held_out, verbose=0), export.run(content, held_out))

@@ -33,6 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="TFDS data dir for --calib-data")
     p.add_argument("--calib-steps", type=int, default=160, help="calibration images (default %(default)s)")
     p.add_argument("--holdout", type=int, default=40, help="held-out images for the fidelity check")
+    p.add_argument("--calibration-method", default="percentile", choices=("percentile", "minmax", "tflite"),
+                   help="int8 activation ranges: a percentile of the per-image extremes (default), "
+                        "the exact min/max, or TFLite's calibrator as is (see the README)")
+    p.add_argument("--percentile", type=float, default=99.0,
+                   help="percentile for --calibration-method percentile (default %(default)s)")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="normalize inside the graph: the .tflite takes raw 0..255 pixels")
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
@@ -77,12 +82,15 @@ def main(argv=None):
         deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad,
                                                split_hard_swish=args.mode == "int8")
     content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
-                             optimize=False)
+                             optimize=False, calibration_method=args.calibration_method,
+                             percentile=args.percentile)
     expected = model.predict(holdout, verbose=0)
     result = export.report(content, args.mode, expected, export.run(content, holdout))
     result.update(model=model.name, input_shape=list(input_shape), weights=args.weights,
                   optimized=args.optimize, deploy_layers=len(deploy.layers),
                   calibration=args.calib_data or "bundled", calibration_images=len(calibration))
+    if args.mode == "int8":
+        result.update(calibration_method=args.calibration_method, percentile=args.percentile)
 
     output = args.output or os.path.join("out", f"{model.name}_{args.mode}.tflite")
     agreement = result["fidelity"]["top1_agreement"]

@@ -39,6 +39,11 @@ def parse_args(argv=None):
     p.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
     p.add_argument("--calib-images", type=int, default=500,
                    help="training images that calibrate the int8 ranges (default %(default)s)")
+    p.add_argument("--calibration-method", default="percentile",
+                   choices=("percentile", "minmax", "tflite"),
+                   help="int8 activation ranges (default %(default)s; see tflite/convert.py)")
+    p.add_argument("--percentile", type=float, default=99.0,
+                   help="percentile for --calibration-method percentile (default %(default)s)")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="minimum int8/float top-1 agreement, 0..1 (default %(default)s)")
     p.add_argument("--max-drop", type=float, default=1.0,
@@ -78,7 +83,9 @@ def main(argv=None):
                     "seed": args.seed, "train_seconds": round(seconds, 1), "keras_model": str(path)}
 
     report, content = quality.evaluate_int8(model, args.data_dir, calib_images=args.calib_images,
-                                            limit_test=args.limit_test, **norm)
+                                            limit_test=args.limit_test,
+                                            calibration_method=args.calibration_method,
+                                            percentile=args.percentile, **norm)
     failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
     report.update(training=training, gate={"min_agreement": args.min_agreement,
                                            "max_drop_points": args.max_drop,

@@ -33,7 +33,7 @@ def parse_args(argv=None):
                    help="TFDS data dir (default: ../shared/tfds beside the repo)")
     p.add_argument("--epochs", type=int, default=1, help="QAT epochs (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=0.001,
+    p.add_argument("--learning-rate", type=float, default=0.0003,
                    help="peak SGD learning rate, cosine to zero (default %(default)s)")
     p.add_argument("--no-qat", action="store_true",
                    help="with --prune: prune only, then convert with post-training int8")

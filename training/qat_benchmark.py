@@ -32,7 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3, help="float training epochs")
     p.add_argument("--qat-epochs", type=int, default=1)
-    p.add_argument("--qat-learning-rate", type=float, default=0.001)
+    p.add_argument("--qat-learning-rate", type=float, default=0.0003)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit-train", type=int, help="train on the first N training images")
     p.add_argument("--qat-limit-train", type=int,

@@ -14,16 +14,19 @@ MODES = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float")
 
 
-def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True):
+def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
+            calibration_method="percentile", percentile=99.0):
     """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
 
     `calibration` (float32 array shaped like the model input, already preprocessed) is
     required for `int8`, which quantizes weights and activations; `io_type` sets the
-    int8 model's input/output type. With `optimize`, the deploy-time graph rewrites of
-    `keras_ghost.export.optimize_for_inference` run first (outputs unchanged, checked).
-    Only TFLite builtin ops are allowed.
+    int8 model's input/output type, `calibration_method` how the activation ranges are
+    set ("percentile" of the per-image extremes, exact "minmax", or "tflite": the
+    converter's calibrator as is; see `keras_ghost.export.ranges`). With `optimize`, the
+    deploy-time graph rewrites of `keras_ghost.export.optimize_for_inference` run first
+    (outputs unchanged, checked). Only TFLite builtin ops are allowed.
     """
-    import tensorflow as tf
+    from keras_ghost.export import ranges
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -35,19 +38,32 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True)
                          "fixed input_shape for export.")
     if mode == "int8":  # before the (slow) SavedModel export
         calibration = _check_calibration(calibration, input_shape)
+        ranges.check_method(calibration_method, percentile)
     if optimize:
         from keras_ghost.export.optimize import optimize_for_inference
 
         # XNNPACK runs float HARD_SWISH natively; the split form pays off in int8 only.
         model = optimize_for_inference(model, split_hard_swish=mode == "int8")
-    signature = [tf.TensorSpec((1, *input_shape), tf.float32, name="image")]
+    with _converter(model, mode, calibration, io_type) as converter:
+        if mode == "int8":
+            return ranges.convert_int8(converter, calibration, io_type, calibration_method,
+                                       percentile)
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _converter(model, mode, calibration, io_type):
+    """A configured TFLiteConverter over a SavedModel export of `model` with a static
+    batch-1 signature (the converter freezes its variables; the .tflite input is
+    (1, h, w, c)). The SavedModel lives as long as the block."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((1, *model.inputs[0].shape[1:]), tf.float32, name="image")]
     with tempfile.TemporaryDirectory() as saved_model, contextlib.redirect_stdout(io.StringIO()):
-        # A SavedModel with a static batch-1 signature: variables are frozen by the
-        # converter and the .tflite input is (1, h, w, c).
         model.export(saved_model, format="tf_saved_model", input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         _configure(converter, mode, calibration, io_type)
-        return converter.convert()
+        yield converter
 
 
 def _configure(converter, mode, calibration, io_type):

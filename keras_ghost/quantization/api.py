@@ -70,7 +70,7 @@ def _check_io(io_type):
 
 
 def finetune(model, output, *, dataset="cifar10", data_dir=None, epochs=1, batch_size=128,
-             learning_rate=0.001, qat=True, prune=False, target_sparsity=0.5, prune_epochs=1,
+             learning_rate=0.0003, qat=True, prune=False, target_sparsity=0.5, prune_epochs=1,
              prune_end_fraction=0.7, calib_images=500, io_type="int8", mean=None, std=None,
              deploy_graph=True, limit_train=None, limit_test=None, evaluate=True, seed=0,
              extra_outputs=None, verbose=2):

@@ -107,7 +107,9 @@ class GhostQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
     def __init__(self, weights=(), quantize_activation=False, quantize_output=False):
         self.weights = [tuple(w) for w in weights]
         self.quantize_activation = bool(quantize_activation)
-        self.quantize_output = bool(quantize_output)
+        # True, False, or the fixed (min, max) of a kernel such as int8 LOGISTIC.
+        self.quantize_output = (tuple(quantize_output) if isinstance(quantize_output, (list, tuple))
+                                else bool(quantize_output))
 
     def get_weights_and_quantizers(self, layer):
         return [(getattr(layer, attr), weight_quantizer(kind)) for attr, kind in self.weights]
@@ -124,12 +126,18 @@ class GhostQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
             layer.activation = quantize_activations[0]
 
     def get_output_quantizers(self, layer):
+        if isinstance(self.quantize_output, tuple):
+            low, high = self.quantize_output
+            return [quantizers.FixedQuantizer(num_bits=8, init_min=low, init_max=high,
+                                              narrow_range=False)]
         return [activation_quantizer()] if self.quantize_output else []
 
     def get_config(self):
         return {"weights": [list(w) for w in self.weights],
                 "quantize_activation": self.quantize_activation,
-                "quantize_output": self.quantize_output}
+                "quantize_output": (list(self.quantize_output)
+                                    if isinstance(self.quantize_output, tuple)
+                                    else self.quantize_output)}
 
 
 class _InputQuantize(default_8bit_transforms.InputLayerQuantize):

@@ -12,7 +12,9 @@ rules follow what TFLite's int8 kernels compute:
 - Layers that only move or pick values (padding, slicing, reshapes, max pooling, nearest
   resize) keep their input's scale and get no quantizer of their own.
 - Every other output (Add, Multiply, gates, Concatenate, pooling averages, activations)
-  gets an 8-bit asymmetric moving-average quantizer.
+  gets an 8-bit asymmetric moving-average quantizer, except where the int8 kernel has a
+  fixed output grid (sigmoid, softmax, tanh): those get that grid, since any learned
+  range would cost a requantize op after the kernel that training never saw.
 """
 
 # Keras class name -> [(weight attribute, quantizer kind)].
@@ -35,6 +37,10 @@ QUANTIZED_OUTPUT = {"Add", "Subtract", "Multiply", "UpsampledMultiply", "Concate
 ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "tanh", "softmax",
                "hard_silu", "hard_swish", "silu", "swish"}
 FUSABLE_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")
+# The output range of int8 LOGISTIC / SOFTMAX (scale 1/256, zero point -128) and TANH
+# (scale 1/128, zero point 0) in TFLite.
+FIXED_OUTPUT_RANGE = {"sigmoid": (0.0, 255.0 / 256.0), "softmax": (0.0, 255.0 / 256.0),
+                      "tanh": (-1.0, 127.0 / 128.0)}
 
 
 class UnsupportedLayerError(TypeError):
@@ -128,7 +134,8 @@ def plan_model(model):
 
 def plan(layers, consumers, producer):
     """`{layer name: (weights, quantize_activation, quantize_output)}` for every layer;
-    `weights` lists `(attribute, quantizer kind)`."""
+    `weights` lists `(attribute, quantizer kind)`, `quantize_output` is False, True (a
+    learned range) or the fixed `(min, max)` of the layer's int8 kernel."""
     result = {}
     for layer in layers:
         kind = check_supported(layer)
@@ -140,5 +147,8 @@ def plan(layers, consumers, producer):
         # supports only a few activations (not e.g. hard_silu).
         quantize_output = fused_act or not (passthrough
                                             or output_fused(layer, consumers, producer))
+        if quantize_output and kind in ("Activation", "Softmax", *WEIGHTED):
+            quantize_output = FIXED_OUTPUT_RANGE.get(
+                "softmax" if kind == "Softmax" else act, quantize_output)
         result[layer.name] = (weights, False, quantize_output)
     return result

@@ -89,9 +89,10 @@ def load_arrays(data_dir, split, image_size, *, mean, std, dataset="cifar10"):
 
 
 def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=None,
-                  dataset="cifar10"):
+                  dataset="cifar10", calibration_method="percentile", percentile=99.0):
     """Converts `model` to full int8 (int8 input/output), calibrated on the first
-    `calib_images` training images, and runs the float and int8 models on the test split.
+    `calib_images` training images with `calibration_method` (see
+    `keras_ghost.export.convert`), and runs the float and int8 models on the test split.
 
     Returns `(report, tflite_bytes)`; the report has float and int8 top-1 accuracy, the
     drop in points, and `keras_ghost.export.report`'s size, ops and fidelity.
@@ -105,7 +106,8 @@ def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=No
     images, labels = load_arrays(data_dir, test_split, image_size, mean=mean, std=std,
                                  dataset=dataset)
 
-    content = export.convert(model, "int8", calibration=calibration, io_type="int8")
+    content = export.convert(model, "int8", calibration=calibration, io_type="int8",
+                             calibration_method=calibration_method, percentile=percentile)
     float_logits = model.predict(images, batch_size=EVAL_BATCH_SIZE, verbose=0)
     int8_logits = export.run(content, images)
     tflite = export.report(content, "int8", float_logits, int8_logits)
@@ -117,6 +119,8 @@ def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=No
         "input_shape": list(model.input_shape[1:]),
         "dataset": f"{dataset}:{test_split}",
         "calibration_images": len(calibration),
+        "calibration_method": calibration_method,
+        "percentile": percentile,
         "test_images": len(images),
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
