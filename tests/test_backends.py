@@ -1,5 +1,6 @@
 """The same model and weights give the same outputs on the TensorFlow and JAX backends,
-for one variant of every model family (one JAX process for all of them)."""
+for one variant of every model family (one JAX process per test; the SLOW_FAMILIES ones
+under `-m slow`)."""
 
 import json
 import os
@@ -11,14 +12,13 @@ import numpy as np
 import pytest
 
 import keras_ghost
-from helpers import randomize_bn, registry_sweep
+from helpers import SLOW_FAMILIES, randomize_bn, registry_sweep
 
 pytest.importorskip("jax")
 
 SHAPE = (45, 61, 3)
-# The first variant of every family, SLOW_FAMILIES included.
-FAMILIES = list({keras_ghost.get_spec(p.values[0]).family: p.values[0]
-                 for p in reversed(registry_sweep())}.values())
+# The first variant of every family.
+FIRST = {keras_ghost.get_spec(p.values[0]).family: p.values[0] for p in reversed(registry_sweep())}
 JAX_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -35,20 +35,23 @@ JAX_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_jax_backend_matches_tensorflow(tmp_path):
+@pytest.mark.parametrize("slow", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["families", "slow_families"])
+def test_jax_backend_matches_tensorflow(slow, tmp_path):
+    names = sorted(name for family, name in FIRST.items() if (family in SLOW_FAMILIES) == slow)
     images = np.random.RandomState(0).randn(2, *SHAPE).astype("float32")
     np.save(tmp_path / "x.npy", images)
     expected = {}
-    for name in FAMILIES:
+    for name in names:
         # Trained-like BN statistics: default-initialized nets can give ~1e-9 logits.
         model = randomize_bn(keras_ghost.create_model(name, input_shape=SHAPE, classes=10,
                                                       classifier_activation=None))
         model.save_weights(tmp_path / f"{name}.weights.h5")
         expected[name] = model.predict(images, verbose=0)
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    subprocess.run([sys.executable, "-c", JAX_SCRIPT, json.dumps(FAMILIES), json.dumps(SHAPE),
+    subprocess.run([sys.executable, "-c", JAX_SCRIPT, json.dumps(names), json.dumps(SHAPE),
                     str(tmp_path)], env=env, check=True, capture_output=True, timeout=900)
-    for name in FAMILIES:
+    for name in names:
         jax_logits = np.load(tmp_path / f"{name}.jax.npy")
         scale = float(np.abs(expected[name]).max())
         assert scale > 1e-2, (name, scale)  # the comparison is not vacuous

@@ -191,8 +191,9 @@ def test_qat_finetune_end_to_end_converts_to_full_int8(tmp_path):
 
 
 @pytest.mark.slow
-def test_qat_model_converts_to_full_int8(tmp_path):
-    model = _model("ghostnetv2_100", width=0.5)
+@pytest.mark.parametrize("name", _one_per_family())
+def test_qat_model_converts_to_full_int8(name, tmp_path):
+    model = _model(name)
     rng = np.random.default_rng(1)
     calibration = rng.standard_normal((32, *SIZE)).astype("float32")
     path = tmp_path / "qat.tflite"
@@ -220,6 +221,19 @@ def test_pruning_reaches_target_sparsity_and_qat_keeps_it(tmp_path):
     assert report["sparsity_after_qat"] == pytest.approx(report["sparsity"]["sparsity"], abs=1e-3)
     assert report["report"]["builtin_only"] and report["test_images"] == 64
     assert (tmp_path / "pruned.tflite").exists() and (tmp_path / "sparse_fp32.tflite").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TFDS / "cifar10").exists(), reason="no CIFAR-10 in ../shared/tfds")
+@pytest.mark.parametrize("name", _one_per_family())
+def test_pruning_and_qat_run_for_every_family(name, tmp_path):
+    report = quantization.finetune(
+        _model(name), tmp_path / "pruned.tflite", data_dir=TFDS, epochs=0, prune=True,
+        target_sparsity=0.5, prune_epochs=1, prune_end_fraction=0.5, limit_train=128,
+        batch_size=32, calib_images=16, limit_test=16, verbose=0)
+    assert report["sparsity"]["sparsity"] == pytest.approx(0.5, abs=0.02), report["sparsity"]
+    assert report["sparsity_after_qat"] == pytest.approx(report["sparsity"]["sparsity"], abs=1e-3)
+    _assert_full_int8((tmp_path / "pruned.tflite").read_bytes())
 
 
 def test_worker_errors_reach_the_caller():

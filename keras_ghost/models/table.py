@@ -4,12 +4,14 @@ from keras_ghost.models.registry import create_model, get_spec, list_models
 from keras_ghost.profiling import profile
 
 
-def markdown_table(pattern="*"):
+def markdown_table(pattern="*", profiler=None):
+    """The table; `profiler(name)` may supply each variant's `profile` (default: build it)."""
+    profiler = profiler or (lambda name: profile(create_model(name)))
     lines = ["| model | input | params | MACs | activations | top-1 (dataset) | reference weights |",
              "|---|---|---:|---:|---:|---:|---|"]
     for name in list_models(pattern):
         spec = get_spec(name)
-        stats = profile(create_model(name))
+        stats = profiler(name)
         top1 = f"{spec.top1:.2f} ({spec.dataset})" if spec.top1 else "-"
         weights = "yes" if spec.weights_url else "-"
         size = "x".join(str(d) for d in spec.input_size[:2])
