@@ -103,7 +103,6 @@ def convert_int8(converter, calibration, io_type, method="percentile", percentil
     check_method(method, percentile)
     if method == "tflite":
         return converter.convert()
-    calibrated = calibrate_only(converter)
     try:
         from tensorflow.lite.python.convert import mlir_quantize
     except ImportError as e:  # the quantizer entry point that TFLite's debugger uses
@@ -111,6 +110,7 @@ def convert_int8(converter, calibration, io_type, method="percentile", percentil
                            "tensorflow.lite.python.convert.mlir_quantize, which this "
                            f"TensorFlow {tf.__version__} lacks; use "
                            "calibration_method='tflite'.") from e
+    calibrated = calibrate_only(converter)
     edited = set_ranges(calibrated, calibration, method, percentile)
     dtype = tf.float32 if io_type == "float" else getattr(tf, io_type)
     return mlir_quantize(edited, False, input_data_type=dtype, output_data_type=dtype)
