@@ -48,6 +48,10 @@ def parse_args(argv=None):
                    help="minimum int8/float top-1 agreement, 0..1 (default %(default)s)")
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="maximum int8 accuracy drop in points (default %(default)s)")
+    p.add_argument("--error-budget", action="store_true",
+                   help="also simulate int8 weights alone, activations alone and each part's "
+                        "activations alone in Keras, to show where the agreement goes "
+                        "(keras_ghost.export.sensitivity; about one float evaluation per part)")
     p.add_argument("--output-dir", type=Path, default=Path("out/quality"))
     return p.parse_args(argv)
 
@@ -86,6 +90,10 @@ def main(argv=None):
                                             limit_test=args.limit_test,
                                             calibration_method=args.calibration_method,
                                             percentile=args.percentile, **norm)
+    if args.error_budget:
+        report["error_budget"] = quality.error_budget(
+            model, args.data_dir, calib_images=args.calib_images, limit_test=args.limit_test,
+            percentile=args.percentile, **norm)
     failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
     report.update(training=training, gate={"min_agreement": args.min_agreement,
                                            "max_drop_points": args.max_drop,
@@ -97,10 +105,12 @@ def main(argv=None):
           f"{report['float_accuracy']:.4f}, int8 top-1 {report['int8_accuracy']:.4f} "
           f"(drop {report['accuracy_drop_points']:.2f} points), agreement "
           f"{report['top1_agreement']:.4f}, cosine {report['mean_cosine']:.5f}")
+    if args.error_budget:
+        print(quality.format_error_budget(report["error_budget"]))
     print(f"wrote {tflite_path} and {json_path}")
     if failures:
         sys.exit(f"error: int8 quality gate failed: {'; '.join(failures)} (see {json_path}). "
-                 "tf.lite.experimental.QuantizationDebugger shows the per-layer error; more "
+                 "--error-budget shows which part of the model costs the agreement; more "
                  "--calib-images helps only when activation ranges are under-estimated.")
     return report
 

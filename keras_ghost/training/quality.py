@@ -132,6 +132,36 @@ def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=No
     return report, content
 
 
+def error_budget(model, data_dir, *, mean, std, calib_images=500, limit_test=None,
+                 dataset="cifar10", percentile=99.0):
+    """`keras_ghost.export.error_budget` of `model` on the images `evaluate_int8` uses."""
+    from keras_ghost import export
+
+    image_size = model.input_shape[1:3]
+    calibration, _ = load_arrays(data_dir, f"train[:{calib_images}]", image_size,
+                                 mean=mean, std=std, dataset=dataset)
+    test_split = f"test[:{limit_test}]" if limit_test else "test"
+    images, _ = load_arrays(data_dir, test_split, image_size, mean=mean, std=std,
+                            dataset=dataset)
+    return export.error_budget(model, calibration, images, percentile=percentile)
+
+
+def format_error_budget(budget):
+    """The budget as lines of text: agreement (and cosine) of each simulation."""
+    def line(label, result):
+        return (f"  {label:<28} agreement {100 * result['top1_agreement']:6.2f}%  "
+                f"cosine {result['mean_cosine']:.5f}")
+
+    lines = [f"int8 error budget (Keras simulation, {budget['images']} images; "
+             "agreement with the float model):",
+             line("int8 weights only", budget["weights_only"]),
+             line(f"int8 activations only ({budget['quantized_tensors']})",
+                  budget["activations_only"])]
+    lines += [line(f"  only {part} ({result['tensors']})", result)
+              for part, result in budget["activations_by_part"].items()]
+    return "\n".join(lines)
+
+
 def gate_failures(report, min_agreement=None, max_drop=None):
     """Messages for each threshold the report misses (empty when it passes)."""
     failures = []
