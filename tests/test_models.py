@@ -129,6 +129,28 @@ def test_keras_applications_signature():
     assert on_tensor.inputs[0] is tensor
 
 
+def test_builders_document_their_arguments():
+    """Every builder documents each of its arguments (the shared keras.applications ones
+    come from one block), or points to the builder whose arguments it shares."""
+    import inspect
+
+    application = {"include_top", "weights", "input_shape", "input_tensor", "pooling",
+                   "classes", "classifier_activation", "dropout_rate",
+                   "include_preprocessing", "name"}
+    builders = {keras_ghost.get_spec(name).builder for name in keras_ghost.list_models()}
+    for builder in builders:
+        doc, params = inspect.getdoc(builder), inspect.signature(builder).parameters
+        assert doc and "{application_args}" not in doc, builder.__name__
+        if "Args:" in doc:
+            missing = [p for p in params if f"\n    {p}: " not in doc]
+        elif "as in keras.applications" in doc:  # and its own arguments in the text
+            missing = [p for p in params if p not in application and f"`{p}`" not in doc]
+        else:
+            assert "Same arguments as `" in doc, builder.__name__
+            missing = []
+        assert not missing, (builder.__name__, missing)
+
+
 def test_preprocessing_inside_graph_matches_preprocess_input():
     raw = np.random.RandomState(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     inside = keras_ghost.GhostNet(input_shape=(64, 64, 3), include_preprocessing=True)

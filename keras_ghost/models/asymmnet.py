@@ -142,6 +142,7 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
     return model
 
 
+@base.builder_doc
 def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
                   dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1):
@@ -154,15 +155,7 @@ def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
         include_top: include the 1280-wide head and the classifier.
         weights: None, or a path to a Keras weights file (`.weights.h5`, `.keras`) or a
             state_dict of the authors' PyTorch port (`.pth`, `.safetensors`).
-        input_shape: (height, width, channels); defaults to (224, 224, 3). Use
-            (None, None, 3) for any size. Height and width must be at least 32.
-        input_tensor: optional Keras tensor to build the model on.
-        pooling: without the top, None (4D features), "avg" or "max".
-        classes: number of classes of the classifier.
-        classifier_activation: activation of the classifier, None for logits.
-        dropout_rate: dropout before the classifier.
-        include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
-        name: model name; defaults to the registered variant name.
+        {application_args}
         asymm_rate: copies of the block input on each side of the expansion (paper: 1).
     """
     return _asymmnet(AsymmNetLarge, LARGE_STAGES, LARGE_FEATURES, width=width,

@@ -1,9 +1,33 @@
 """What every model builder shares: the keras.applications argument handling."""
 
 import numbers
+import re
+import textwrap
 
 import keras
 from keras import layers
+
+
+# The keras.applications arguments every builder documents alike (see `builder_doc`).
+APPLICATION_ARGS = """\
+input_shape: (height, width, channels); defaults to (224, 224, 3). Use
+    (None, None, 3) for any size. Height and width must be at least 32.
+input_tensor: optional Keras tensor to build the model on.
+pooling: without the top, None (4D features), "avg" or "max".
+classes: number of classes of the classifier.
+classifier_activation: activation of the classifier, None for logits.
+dropout_rate: dropout before the classifier.
+include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
+name: model name; defaults to the registered variant name."""
+
+
+def builder_doc(builder):
+    """Decorator: writes APPLICATION_ARGS where the docstring has a `{application_args}`
+    line, at that line's indentation (which Python 3.13 strips, older ones keep)."""
+    builder.__doc__ = re.sub(r"^([ \t]*)\{application_args\}$",
+                             lambda m: textwrap.indent(APPLICATION_ARGS, m.group(1)),
+                             builder.__doc__, flags=re.M)
+    return builder
 
 
 def check_width(width):

@@ -172,6 +172,7 @@ def _resnet34(builder, g_ghost, mix, cheap_ratio, name, **kwargs):
     return _build(spec, stem, stages_fn, name=name, **kwargs)
 
 
+@base.builder_doc
 def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=True,
                  weights=None, input_shape=None, input_tensor=None, pooling=None, classes=1000,
                  classifier_activation="softmax", dropout_rate=0.2, include_preprocessing=False,
@@ -186,15 +187,7 @@ def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=T
         weights: None, "imagenet" (released checkpoint: 032, 040, 080, 160), or a path to a
             Keras weights file (`.weights.h5`, `.keras`) or a PyTorch checkpoint with the
             reference key names (`.pth`, `.pth.tar`, `.safetensors`).
-        input_shape: (height, width, channels); defaults to (224, 224, 3). Use
-            (None, None, 3) for any size. Height and width must be at least 32.
-        input_tensor: optional Keras tensor to build the model on.
-        pooling: without the top, None (4D features), "avg" or "max".
-        classes: number of classes of the classifier.
-        classifier_activation: activation of the classifier, None for logits.
-        dropout_rate: dropout before the classifier.
-        include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
-        name: model name; defaults to the registered variant name.
+        {application_args}
     """
     return _regnet(GGhostRegNet, variant, True, mix, cheap_ratio, name, include_top=include_top,
                    weights=weights, input_shape=input_shape, input_tensor=input_tensor,

@@ -124,7 +124,8 @@ def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None
                   classifier_activation="softmax", name=None):
     """Ghost-ResNet-50: keras.applications ResNet50 with every conv but the stem a ghost
     module (`ghost_ratio` s, `ghost_dw_size` d). Starts from fresh weights (there are no
-    reference ones); `weights` takes a file saved from the same configuration."""
+    reference ones); `weights` takes a file saved from the same configuration. Other
+    arguments as in keras.applications' ResNet50."""
     spec = find_spec(GhostResNet50, ghost_ratio=ghost_ratio)
     base.check_top_args(include_top, weights, classes, pooling, spec)
     name = name or (spec.name if spec else f"ghost_resnet50_s{ghost_ratio}")

@@ -120,6 +120,7 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
     return model
 
 
+@base.builder_doc
 def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
              pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
              include_preprocessing=False, name=None):
@@ -131,15 +132,7 @@ def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_
         weights: None, "imagenet" (reference checkpoint), or a path to a Keras weights file
             (`.weights.h5`, `.keras`) or a reference PyTorch checkpoint (`.pth`, `.pth.tar`,
             `.safetensors`; timm or official key names).
-        input_shape: (height, width, channels); defaults to (224, 224, 3). Use
-            (None, None, 3) for any size. Height and width must be at least 32.
-        input_tensor: optional Keras tensor to build the model on.
-        pooling: without the top, None (4D features), "avg" or "max".
-        classes: number of classes of the classifier.
-        classifier_activation: activation of the classifier, None for logits.
-        dropout_rate: dropout before the classifier.
-        include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
-        name: model name; defaults to the registered variant name.
+        {application_args}
     """
     return _ghostnet(GhostNet, 1, width=width, include_top=include_top, weights=weights,
                      input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,

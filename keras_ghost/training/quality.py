@@ -88,6 +88,17 @@ def load_arrays(data_dir, split, image_size, *, mean, std, dataset="cifar10"):
     return np.concatenate(images), np.concatenate(labels)
 
 
+def _gate_data(model, data_dir, *, mean, std, calib_images, limit_test, dataset):
+    """The first `calib_images` training images, the (first `limit_test`) test images and
+    labels, and the test split's name, preprocessed for `model`."""
+    image_size = model.input_shape[1:3]
+    calibration, _ = load_arrays(data_dir, f"train[:{calib_images}]", image_size,
+                                 mean=mean, std=std, dataset=dataset)
+    test_split = f"test[:{limit_test}]" if limit_test else "test"
+    test = load_arrays(data_dir, test_split, image_size, mean=mean, std=std, dataset=dataset)
+    return calibration, test, test_split
+
+
 def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=None,
                   dataset="cifar10", calibration_method="percentile", percentile=99.0):
     """Converts `model` to full int8 (int8 input/output), calibrated on the first
@@ -99,13 +110,9 @@ def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=No
     """
     from keras_ghost import export
 
-    image_size = model.input_shape[1:3]
-    calibration, _ = load_arrays(data_dir, f"train[:{calib_images}]", image_size,
-                                 mean=mean, std=std, dataset=dataset)
-    test_split = f"test[:{limit_test}]" if limit_test else "test"
-    images, labels = load_arrays(data_dir, test_split, image_size, mean=mean, std=std,
-                                 dataset=dataset)
-
+    calibration, (images, labels), test_split = _gate_data(
+        model, data_dir, mean=mean, std=std, calib_images=calib_images, limit_test=limit_test,
+        dataset=dataset)
     content = export.convert(model, "int8", calibration=calibration, io_type="int8",
                              calibration_method=calibration_method, percentile=percentile)
     float_logits = model.predict(images, batch_size=EVAL_BATCH_SIZE, verbose=0)
@@ -137,12 +144,9 @@ def error_budget(model, data_dir, *, mean, std, calib_images=500, limit_test=Non
     """`keras_ghost.export.error_budget` of `model` on the images `evaluate_int8` uses."""
     from keras_ghost import export
 
-    image_size = model.input_shape[1:3]
-    calibration, _ = load_arrays(data_dir, f"train[:{calib_images}]", image_size,
-                                 mean=mean, std=std, dataset=dataset)
-    test_split = f"test[:{limit_test}]" if limit_test else "test"
-    images, _ = load_arrays(data_dir, test_split, image_size, mean=mean, std=std,
-                            dataset=dataset)
+    calibration, (images, _), _ = _gate_data(model, data_dir, mean=mean, std=std,
+                                             calib_images=calib_images,
+                                             limit_test=limit_test, dataset=dataset)
     return export.error_budget(model, calibration, images, percentile=percentile)
 
 
