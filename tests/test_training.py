@@ -198,6 +198,39 @@ def test_train_cli_end_to_end_with_distillation_and_int8_export(tmp_path):
 
 
 @needs_cifar
+def test_mixed_precision_with_gradient_accumulation_exports_a_float32_model(tmp_path):
+    """bfloat16 compute on CPU, two micro-batches per update, and a TFLite export that
+    rebuilds the model in float32 with the trained weights."""
+    sys.path.insert(0, str(TRAIN.parent))
+    import train as train_cli
+
+    try:
+        report = train_cli.main([*TINY, "--limit-train", "256", "--limit-eval", "64",
+                                 "--batch-size", "32", "--epochs", "1", "--mixed-precision",
+                                 "--grad-accum", "2", "--export", "fp32",
+                                 "--output-dir", str(tmp_path / "run")])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert report["precision_policy"] == "mixed_bfloat16"
+    assert report["optimizer_steps"] == (256 // 32) // 2  # updates, not micro-batches
+    assert report["recipe"]["gradient_accumulation_steps"] == 2
+    last = keras.saving.load_model(tmp_path / "run" / "last.keras", safe_mode=True)
+    # Trained in bfloat16, with float32 logits for the loss and metrics.
+    assert last.get_layer("head.classifier").dtype_policy.name == "mixed_bfloat16"
+    assert keras.backend.standardize_dtype(last.outputs[0].dtype) == "float32"
+    content = (tmp_path / "run" / f"{report['model']}_fp32.tflite").read_bytes()
+    from keras_ghost import export
+
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    keras.mixed_precision.set_global_policy("float32")
+    fp32 = tiny_model()
+    fp32.set_weights(last.get_weights())
+    # The .tflite is the float32 twin of the trained weights (not the bf16 graph).
+    np.testing.assert_allclose(export.run(content, images), fp32.predict(images, verbose=0),
+                               atol=1e-4)
+
+
+@needs_cifar
 def test_benchmark_input_and_missing_dataset_errors(tmp_path):
     result = subprocess.run([sys.executable, str(TRAIN), *TINY, "--benchmark-input", "5",
                              "--limit-train", "512", "--batch-size", "32"],

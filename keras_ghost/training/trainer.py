@@ -124,6 +124,19 @@ def _set_precision(mixed):
     return policy
 
 
+def _float32_outputs(model):
+    """`model` with float32 outputs: under mixed precision the classifier computes in
+    (b)float16, while the loss and the top-k metric need float32 logits (Keras'
+    mixed-precision guide puts the last activation in float32 for this)."""
+    import keras
+
+    if all(keras.backend.standardize_dtype(o.dtype) == "float32" for o in model.outputs):
+        return model
+    outputs = keras.layers.Activation("linear", dtype="float32",
+                                      name="head.float32")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
 def _worker_dir(output_dir, strategy):
     """Non-chief workers write beside the chief, in `worker<N>/` (TF's multi-worker rule:
     every worker saves, only the chief to the real place)."""
@@ -176,6 +189,8 @@ def train(model_fn, recipe, options):
             n_replicas = replicas(None)
         _, classes, _ = load_split(recipe, options, recipe.eval_split, 1)
         model = model_fn(recipe, classes)
+        if policy != "float32":
+            model = _float32_outputs(model)
         image_size = tuple(model.input_shape[1:3])
         train_ds, eval_ds, classes, train_count, eval_count = input_pipelines(
             recipe, options, image_size, global_batch)
