@@ -325,6 +325,32 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, loop):
     assert (report["replicas"], report["optimizer_steps"], report["loop"]) == (2, 4, loop)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_custom_loop_step_trains_with_and_without_xla(jit):
+    """The custom loop's train step (`--loop custom`, `--jit`): XLA compiles the step's
+    math; the batch is read outside it (XLA has no iterator op)."""
+    from keras_ghost.training.loop import make_steps
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)
+    strategy = tf.distribute.get_strategy()
+    train_step, eval_step = make_steps(model, optimizer, loss, strategy, top_k=2, jit=jit)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = np.eye(3, dtype="float32")[x[:, :3].argmax(1)]
+    iterator = iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat())
+    before = float(eval_step(x, y)[0]) / len(x)
+    for _ in range(20):
+        step_loss, top1, topk, count = (float(v) for v in train_step(iterator))
+        assert np.isfinite(step_loss) and count == 16 and 0 <= top1 <= topk <= 16
+    assert float(eval_step(x, y)[0]) / len(x) < 0.8 * before
+    assert int(optimizer.iterations) == 20
+
+
 @needs_cifar
 def test_multiworker_mirrored_two_processes_end_with_identical_weights(tmp_path):
     """Two worker processes on 127.0.0.1 train through the custom strategy.run loop

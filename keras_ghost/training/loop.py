@@ -66,7 +66,10 @@ def make_steps(model, optimizer, loss_fn, strategy, top_k=5, jit=False):
         loss = tf.reduce_sum(loss_fn(y, tf.cast(logits, tf.float32)))
         return (loss, *_counts(y, logits, top_k))
 
-    @tf.function(jit_compile=jit)
+    if jit:  # the step's math, not the iterator read (XLA has no IteratorGetNext)
+        replica_train = tf.function(replica_train, jit_compile=True, reduce_retracing=True)
+
+    @tf.function
     def train_step(iterator):
         x, y = next(iterator)
         stats = strategy.run(replica_train, args=(x, y))
