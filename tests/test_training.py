@@ -265,6 +265,25 @@ def test_tiny_model_learns_cifar10(tmp_path):
     assert report["top1"] > 0.25, report["top1"]
 
 
+@needs_cifar
+def test_time_budget_stop_keeps_the_ema_weights(tmp_path):
+    """A run stopped early by --max-seconds ends with the EMA weights, as its checkpoints
+    do: the final model (here its fp32 export) equals last.keras."""
+    recipe = recipes.load_recipe("cifar10").replace(epochs=3, batch_size=32, ema_decay=0.5)
+    options = TrainOptions(output_dir=tmp_path, data_dir=DATA_DIR, steps_per_epoch=4,
+                           limit_train=256, limit_eval=32, max_seconds=1e-9, export="fp32",
+                           tensorboard=False, verbose=0)
+    report = train(lambda recipe, classes: tiny_model(classes), recipe, options)
+    assert report["epochs_run"] == 1 and report["ema"]
+    last = keras.saving.load_model(tmp_path / "last.keras", safe_mode=True)
+    content = (tmp_path / f"{report['model']}_fp32.tflite").read_bytes()
+    from keras_ghost import export
+
+    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(export.run(content, images), last.predict(images, verbose=0),
+                               atol=1e-4)
+
+
 @pytest.mark.slow
 @needs_cifar
 def test_resume_after_sigkill_continues_from_the_backup(tmp_path):

@@ -73,6 +73,21 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """`SwapEMAWeights(swap_on_epoch=True)` that also ends a run stopped before its last
+    epoch (`TimeBudget`, placed before it) with the EMA weights in the model: Keras hands
+    them over for good only after the last epoch, so an early stop left the raw weights
+    in the model that the final evaluation and the export see, unlike the checkpoints."""
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and epoch != self.params["epochs"] - 1:
+            self._finalize_ema_values()
+
+
 class Throughput(keras.callbacks.Callback):
     """Training images per second over the training steps of each epoch, validation
     excluded (it runs between the last step and on_epoch_end). The first epoch (tracing,

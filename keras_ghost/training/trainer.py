@@ -19,8 +19,8 @@ import numpy as np
 from keras_ghost.io_utils import write_atomic
 from keras_ghost.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from keras_ghost.training import data as data_lib
-from keras_ghost.training.callbacks import (AtomicCheckpoint, ResumeReport, Throughput,
-                                            TimeBudget, exportable)
+from keras_ghost.training.callbacks import (AtomicCheckpoint, EMAWeights, ResumeReport,
+                                            Throughput, TimeBudget, exportable)
 from keras_ghost.training.distribute import (enter_distribution, is_chief, make_strategy,
                                              replicas)
 from keras_ghost.training.optim import build_optimizer
@@ -218,13 +218,15 @@ def train(model_fn, recipe, options):
     throughput = Throughput(global_batch)
     resume = ResumeReport()
     callbacks = [
-        # Before SwapEMAWeights: the backup must hold the raw weights, not the swapped EMA.
+        # Before EMAWeights: the backup must hold the raw weights, not the swapped EMA.
         keras.callbacks.BackupAndRestore(str(out / "backup"), save_freq=options.save_freq,
                                          double_checkpoint=True),
         resume, throughput]
+    if options.max_seconds:  # before EMAWeights, which must see the stop
+        callbacks.append(TimeBudget(options.max_seconds))
     if recipe.ema_decay is not None:
         # Validation and the checkpoints after it see the EMA weights.
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks.append(EMAWeights())
     callbacks.append(AtomicCheckpoint(out))
     if options.tensorboard:
         if _has_tensorboard():
@@ -232,8 +234,6 @@ def train(model_fn, recipe, options):
         else:
             print("TensorBoard logs skipped: tensorboard is not installed "
                   "(pip install -e \".[train]\").", flush=True)
-    if options.max_seconds:
-        callbacks.append(TimeBudget(options.max_seconds))
 
     start = time.perf_counter()
     if custom_loop:
