@@ -81,6 +81,21 @@ def test_convert_cli_end_to_end(tmp_path):
     assert saved["calibration_images"] == 16
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no_such_model"], "Unknown model 'no_such_model'"),
+    (["--model", "ghostnet_050", "--width", "-1"], "width must be a positive number"),
+    (["--model", "ghostnet_050", "--input-size", "16"], "at least 32"),
+    (["--model", "ghostnet_050", "--weights", "missing.pth"], "Weights file not found"),
+    (["--int8", "--model", "ghostnet_050", "--calib-data", "cifar100:train"], "not prepared"),
+])
+def test_convert_cli_bad_input_is_one_error_line(args, message, tmp_path):
+    defaults = ["--data-dir", str(tmp_path), "--input-size", "32",
+                "--output", str(tmp_path / "m.tflite")]
+    with pytest.raises(SystemExit, match=f"^error: .*{message}"):
+        _convert_cli().main([*defaults, *args])  # a repeated option: the last one counts
+    assert not list(tmp_path.glob("*.tflite"))
+
+
 def test_min_agreement_gate_writes_nothing(tmp_path):
     output = tmp_path / "gated.tflite"
     with pytest.raises(SystemExit, match="min-agreement"):

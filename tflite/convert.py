@@ -58,19 +58,25 @@ def main(argv=None):
     args = parse_args(argv)
     import keras_ghost
     from keras_ghost import export
+    from keras_ghost.weights import WeightsDownloadError
 
-    spec = keras_ghost.get_spec(args.model)
-    size = args.input_size or list(spec.input_size[:2])
-    input_shape = (size[0], size[-1], 3)
-    kwargs = dict(input_shape=input_shape, classifier_activation=None,
-                  include_preprocessing=args.include_preprocessing)
-    if args.width is not None:
-        kwargs["width"] = args.width
-    if args.weights and args.weights.lower() != "none":
-        kwargs["weights"] = args.weights
-    model = keras_ghost.create_model(args.model, **kwargs)
-
-    images = export.load_images(args.calib_data, args.data_dir, limit=args.calib_steps + args.holdout)
+    # Bad input (model name, width, weights, offline download, calibration source): the
+    # library's message, without a traceback.
+    try:
+        spec = keras_ghost.get_spec(args.model)
+        size = args.input_size or list(spec.input_size[:2])
+        input_shape = (size[0], size[-1], 3)
+        kwargs = dict(input_shape=input_shape, classifier_activation=None,
+                      include_preprocessing=args.include_preprocessing)
+        if args.width is not None:
+            kwargs["width"] = args.width
+        if args.weights and args.weights.lower() != "none":
+            kwargs["weights"] = args.weights
+        model = keras_ghost.create_model(args.model, **kwargs)
+        images = export.load_images(args.calib_data, args.data_dir,
+                                    limit=args.calib_steps + args.holdout)
+    except (ValueError, FileNotFoundError, WeightsDownloadError) as e:
+        sys.exit(f"error: {e}")
     if len(images) <= args.holdout:
         sys.exit(f"error: need more than {args.holdout} images from the calibration source, got {len(images)}.")
     norm = {} if args.include_preprocessing else dict(mean=spec.mean, std=spec.std)

@@ -10,6 +10,10 @@ from keras_ghost.io_utils import atomic_path
 from keras_ghost.weights import torch_convert
 
 CACHE_SUBDIR = "keras_ghost"
+
+
+class WeightsDownloadError(RuntimeError):
+    """The reference checkpoint of `weights="imagenet"` could not be downloaded."""
 # Layers that exist only with include_top=True; their weights are skipped without it.
 TOP_LAYER_PREFIX = "head."
 
@@ -91,7 +95,7 @@ def _load_imagenet(model, spec, torch_rules):
         path = keras.utils.get_file(fname, spec.weights_url, file_hash=spec.weights_sha256,
                                     cache_subdir=CACHE_SUBDIR)
     except Exception as e:
-        raise RuntimeError(
+        raise WeightsDownloadError(
             f"Could not download the reference weights of {spec.name} from {spec.weights_url} "
             f"({type(e).__name__}: {e}). If this machine is offline, download that file "
             f"elsewhere and pass its path: weights='/path/to/{fname}'.") from e
