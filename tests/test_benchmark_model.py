@@ -8,6 +8,8 @@ import io
 import json
 import os
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -300,3 +302,14 @@ def test_cli_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_cli_bad_input_ends_in_one_error_line(tmp_path):
+    """Run as a script, bad input gives the message (exit status 1), not a traceback."""
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"not a flatbuffer")
+    result = subprocess.run([sys.executable, str(REPO / "tflite" / "benchmark.py"), str(corrupt)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Not a valid TFLite model")

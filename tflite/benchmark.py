@@ -105,4 +105,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message says the fix
+        sys.exit(f"error: {e}")
