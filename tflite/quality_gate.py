@@ -86,14 +86,14 @@ def main(argv=None):
         training = {"epochs": args.epochs, "train_images": examples, "batch_size": args.batch_size,
                     "seed": args.seed, "train_seconds": round(seconds, 1), "keras_model": str(path)}
 
-    report, content = quality.evaluate_int8(model, args.data_dir, calib_images=args.calib_images,
-                                            limit_test=args.limit_test,
+    data = quality.gate_data(args.data_dir, model.input_shape[1:3],
+                             calib_images=args.calib_images, limit_test=args.limit_test, **norm)
+    report, content = quality.evaluate_int8(model, data,
                                             calibration_method=args.calibration_method,
-                                            percentile=args.percentile, **norm)
+                                            percentile=args.percentile)
     if args.error_budget:
-        report["error_budget"] = quality.error_budget(
-            model, args.data_dir, calib_images=args.calib_images, limit_test=args.limit_test,
-            percentile=args.percentile, **norm)
+        report["error_budget"] = export.error_budget(model, data.calibration, data.images,
+                                                     percentile=args.percentile)
     failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
     report.update(training=training, gate={"min_agreement": args.min_agreement,
                                            "max_drop_points": args.max_drop,

@@ -94,8 +94,10 @@ def main(argv=None):
         spec = keras_ghost.get_spec(name)
         norm = dict(mean=spec.mean, std=spec.std)
         model, keras_path, training = float_model(args, name, classes, norm)
-        ptq, content = quality.evaluate_int8(model, args.data_dir, calib_images=args.calib_images,
-                                             limit_test=args.limit_test, **norm)
+        data = quality.gate_data(args.data_dir, model.input_shape[1:3],
+                                 calib_images=args.calib_images, limit_test=args.limit_test,
+                                 **norm)
+        ptq, content = quality.evaluate_int8(model, data)
         ptq_path = export.write_atomic(content, out / f"{name}_ptq_int8.tflite")
         fp32_path = export.write_atomic(export.convert(model, "fp32"), out / f"{name}_fp32.tflite")
         qat_path = out / f"{name}_qat_int8.tflite"

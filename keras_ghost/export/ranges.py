@@ -59,6 +59,13 @@ def measure(calibrated, calibration, indices):
     return lows, highs
 
 
+def percentile_range(lows, highs, percentile):
+    """From per-image minima and maxima (images on axis 0): the `percentile`-th
+    percentile of the maxima and the mirrored one of the minima (NaNs ignored)."""
+    return (np.nanpercentile(lows, 100.0 - percentile, 0),
+            np.nanpercentile(highs, percentile, 0))
+
+
 def set_ranges(calibrated, calibration, method="percentile", percentile=99.0):
     """The calibrated float model (`converter._experimental_calibrate_only`) with the
     activation ranges of `method` measured on `calibration`."""
@@ -70,8 +77,7 @@ def set_ranges(calibrated, calibration, method="percentile", percentile=99.0):
     lows, highs = measure(calibrated, calibration, indices)
     exact = np.nanmin(lows, 0), np.nanmax(highs, 0)
     if method == "percentile":
-        robust = (np.nanpercentile(lows, 100.0 - percentile, 0),
-                  np.nanpercentile(highs, percentile, 0))
+        robust = percentile_range(lows, highs, percentile)
     else:
         robust = exact
     inputs = set(subgraph.inputs)

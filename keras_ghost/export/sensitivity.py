@@ -78,12 +78,14 @@ def activation_ranges(model, names, calibration, percentile=99.0, batch_size=64)
         axes = tuple(range(1, len(tensor.shape)))
         return keras.ops.min(tensor, axis=axes), keras.ops.max(tensor, axis=axes)
 
+    from keras_ghost.export.ranges import percentile_range
+
     outputs = [v for name in names for v in extremes(model.get_layer(name).output)]
     probe = keras.Model(model.inputs, outputs)
     values = probe.predict(calibration, batch_size=batch_size, verbose=0)
-    return {name: (float(np.percentile(values[2 * k], 100.0 - percentile)),
-                   float(np.percentile(values[2 * k + 1], percentile)))
-            for k, name in enumerate(names)}
+    lows, highs = percentile_range(np.stack(values[0::2], 1), np.stack(values[1::2], 1),
+                                   percentile)
+    return {name: (float(lows[k]), float(highs[k])) for k, name in enumerate(names)}
 
 
 def fake_quant(x, low, high):

@@ -8,6 +8,7 @@ test split and compares top-1 accuracy and agreement.
 
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,47 +89,54 @@ def load_arrays(data_dir, split, image_size, *, mean, std, dataset="cifar10"):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _gate_data(model, data_dir, *, mean, std, calib_images, limit_test, dataset):
-    """The first `calib_images` training images, the (first `limit_test`) test images and
-    labels, and the test split's name, preprocessed for `model`."""
-    image_size = model.input_shape[1:3]
+class GateData(NamedTuple):
+    """What the gate evaluates on: calibration images, test images and labels (all
+    preprocessed for the model), and the test split's name ("cifar10:test")."""
+
+    calibration: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    split: str
+
+
+def gate_data(data_dir, image_size, *, mean, std, calib_images=500, limit_test=None,
+              dataset="cifar10"):
+    """The first `calib_images` training images and the (first `limit_test`) test images
+    of `dataset`, the eval way, as a `GateData`."""
     calibration, _ = load_arrays(data_dir, f"train[:{calib_images}]", image_size,
                                  mean=mean, std=std, dataset=dataset)
     test_split = f"test[:{limit_test}]" if limit_test else "test"
-    test = load_arrays(data_dir, test_split, image_size, mean=mean, std=std, dataset=dataset)
-    return calibration, test, test_split
+    images, labels = load_arrays(data_dir, test_split, image_size, mean=mean, std=std,
+                                 dataset=dataset)
+    return GateData(calibration, images, labels, f"{dataset}:{test_split}")
 
 
-def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=None,
-                  dataset="cifar10", calibration_method="percentile", percentile=99.0):
-    """Converts `model` to full int8 (int8 input/output), calibrated on the first
-    `calib_images` training images with `calibration_method` (see
-    `keras_ghost.export.convert`), and runs the float and int8 models on the test split.
+def evaluate_int8(model, data, *, calibration_method="percentile", percentile=99.0):
+    """Converts `model` to full int8 (int8 input/output), calibrated on
+    `data.calibration` (a `GateData`) with `calibration_method` (see
+    `keras_ghost.export.convert`), and runs the float and int8 models on `data.images`.
 
     Returns `(report, tflite_bytes)`; the report has float and int8 top-1 accuracy, the
     drop in points, and `keras_ghost.export.report`'s size, ops and fidelity.
     """
     from keras_ghost import export
 
-    calibration, (images, labels), test_split = _gate_data(
-        model, data_dir, mean=mean, std=std, calib_images=calib_images, limit_test=limit_test,
-        dataset=dataset)
-    content = export.convert(model, "int8", calibration=calibration, io_type="int8",
+    content = export.convert(model, "int8", calibration=data.calibration, io_type="int8",
                              calibration_method=calibration_method, percentile=percentile)
-    float_logits = model.predict(images, batch_size=EVAL_BATCH_SIZE, verbose=0)
-    int8_logits = export.run(content, images)
+    float_logits = model.predict(data.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    int8_logits = export.run(content, data.images)
     tflite = export.report(content, "int8", float_logits, int8_logits)
 
-    float_acc = float(np.mean(float_logits.argmax(1) == labels))
-    int8_acc = float(np.mean(int8_logits.argmax(1) == labels))
+    float_acc = float(np.mean(float_logits.argmax(1) == data.labels))
+    int8_acc = float(np.mean(int8_logits.argmax(1) == data.labels))
     report = {
         "model": model.name,
         "input_shape": list(model.input_shape[1:]),
-        "dataset": f"{dataset}:{test_split}",
-        "calibration_images": len(calibration),
+        "dataset": data.split,
+        "calibration_images": len(data.calibration),
         "calibration_method": calibration_method,
         "percentile": percentile,
-        "test_images": len(images),
+        "test_images": len(data.images),
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
         "accuracy_drop_points": round(100.0 * (float_acc - int8_acc), 6),
@@ -137,17 +145,6 @@ def evaluate_int8(model, data_dir, *, mean, std, calib_images=500, limit_test=No
         "tflite": tflite,
     }
     return report, content
-
-
-def error_budget(model, data_dir, *, mean, std, calib_images=500, limit_test=None,
-                 dataset="cifar10", percentile=99.0):
-    """`keras_ghost.export.error_budget` of `model` on the images `evaluate_int8` uses."""
-    from keras_ghost import export
-
-    calibration, (images, _), _ = _gate_data(model, data_dir, mean=mean, std=std,
-                                             calib_images=calib_images,
-                                             limit_test=limit_test, dataset=dataset)
-    return export.error_budget(model, calibration, images, percentile=percentile)
 
 
 def format_error_budget(budget):
