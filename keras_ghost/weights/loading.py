@@ -10,12 +10,12 @@ from keras_ghost.io_utils import atomic_path
 from keras_ghost.weights import torch_convert
 
 CACHE_SUBDIR = "keras_ghost"
+# Layers that exist only with include_top=True; their weights are skipped without it.
+TOP_LAYER_PREFIX = "head."
 
 
 class WeightsDownloadError(RuntimeError):
     """The reference checkpoint of `weights="imagenet"` could not be downloaded."""
-# Layers that exist only with include_top=True; their weights are skipped without it.
-TOP_LAYER_PREFIX = "head."
 
 
 def load_weights(model, weights, spec=None, torch_rules=()):
