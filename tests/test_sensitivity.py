@@ -33,8 +33,10 @@ def model_and_data():
 def test_quantized_tensors_are_the_ones_tflite_keeps(model_and_data):
     model, _, _ = model_and_data
     # The padding keeps its input's grid and the stem conv is fused with its ReLU.
-    assert eb.quantized_tensors(model) == ["stem.relu", "stage0.primary", "stage0.cheap",
-                                           "stage0.concat", "head.pool", "head.logits"]
+    tensors = eb.quantized_tensors(model)
+    assert list(tensors) == ["stem.relu", "stage0.primary", "stage0.cheap", "stage0.concat",
+                             "head.pool", "head.logits"]
+    assert set(tensors.values()) == {None}  # no fixed-grid activation: all measured
 
 
 def test_kernel_grid_is_per_output_channel_symmetric_int8():
@@ -105,3 +107,16 @@ def test_budget_of_a_model(model_and_data):
         # int8 rounding changes the logits, but only a little.
         assert 0 < result["max_abs_diff"] and 0.95 < result["mean_cosine"] < 1.0, result
         assert 0.0 <= result["top1_agreement"] <= 1.0
+
+
+def test_quantized_tensors_follow_the_quantization_rules():
+    """Add + ReLU is one TFLite op; a sigmoid has the int8 LOGISTIC kernel's fixed grid."""
+    layers = keras.layers
+    inputs = keras.Input(SHAPE, name="image")
+    x = layers.Conv2D(3, 1, name="conv")(inputs)
+    x = layers.ReLU(name="relu")(layers.Add(name="add")([x, inputs]))
+    gate = layers.Activation("sigmoid", name="gate")(layers.Conv2D(3, 1, name="gate_conv")(x))
+    model = keras.Model(inputs, layers.Multiply(name="gated")([x, gate]))
+    tensors = eb.quantized_tensors(model)
+    assert list(tensors) == ["conv", "relu", "gate_conv", "gate", "gated"]
+    assert tensors["gate"] == (0.0, 255.0 / 256.0) and tensors["relu"] is None

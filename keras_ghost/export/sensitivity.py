@@ -10,20 +10,18 @@ mean the error is the sum of many small roundings, which no single fix removes.
 
 The simulation follows TFLite's scheme: symmetric per-output-channel weights in
 [-127, 127]; asymmetric per-tensor activations with zero exactly representable, on the
-outputs of the ops TFLite keeps (a conv or dense layer whose only consumer is its
-activation is fused with it; paddings, reshapes and dropout keep their input's grid),
-with ranges set like `calibration_method="percentile"` (see `keras_ghost.export.ranges`).
-It does not model TFLite's integer rounding, the input's quantization, or where the
-converter merges the grids of a concat and its inputs, so it estimates; the int8
-.tflite's own agreement is the measurement.
+outputs that have an int8 tensor of their own by `keras_ghost.quantization.rules` (the
+table QAT uses: fused conv / add + ReLU, pass-through layers, the fixed output grid of
+sigmoid / softmax / tanh), with the other ranges set like
+`calibration_method="percentile"` (see `keras_ghost.export.ranges`). It does not model
+TFLite's integer rounding, the input's quantization, or where the converter merges the
+grids of a concat and its inputs, so it estimates; the int8 .tflite's own agreement is
+the measurement.
 """
 
 import numpy as np
 
-FUSED_ACTIVATIONS = ("ReLU", "Activation")
 WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
-# Ops that TFLite runs on their input's int8 grid: no rounding of their own.
-SAME_GRID = ("ZeroPadding2D", "Reshape", "Flatten", "Dropout", "InputLayer")
 
 
 def quantize_kernel(layer, kernel):
@@ -54,19 +52,12 @@ def _weights_quantized(model):
 
 
 def quantized_tensors(model):
-    """Names of the layers whose outputs TFLite stores as int8 tensors of their own."""
-    from keras_ghost.graph import connections
+    """`{layer name: None or fixed (min, max)}` for the layers whose outputs TFLite stores
+    as int8 tensors of their own (None: the range is measured)."""
+    from keras_ghost.quantization import rules
 
-    consumers, _, _ = connections(model)
-    names = []
-    for layer in model.layers:
-        kind = type(layer).__name__
-        following = consumers.get(layer.name, [])
-        fused = (kind in WEIGHTED and len(following) == 1
-                 and type(following[0]).__name__ in FUSED_ACTIVATIONS)
-        if kind not in SAME_GRID and not fused:
-            names.append(layer.name)
-    return names
+    return {name: output if isinstance(output, tuple) else None
+            for name, (_, _, output) in rules.plan_model(model).items() if output}
 
 
 def activation_ranges(model, names, calibration, percentile=99.0, batch_size=64):
@@ -133,8 +124,11 @@ def error_budget(model, calibration, images, *, percentile=99.0, optimize=True,
     def measure(simulated):
         return fidelity(expected, simulated.predict(images, batch_size=batch_size, verbose=0))
 
-    names = quantized_tensors(deploy)
-    ranges = activation_ranges(deploy, names, calibration, percentile)
+    tensors = quantized_tensors(deploy)
+    names = list(tensors)
+    ranges = activation_ranges(deploy, [n for n in names if tensors[n] is None], calibration,
+                               percentile)
+    ranges.update({n: fixed for n, fixed in tensors.items() if fixed is not None})
     parts = {}
     for name in names:
         parts.setdefault(part_of(name), {})[name] = ranges[name]
