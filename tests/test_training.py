@@ -240,6 +240,10 @@ def test_benchmark_input_and_missing_dataset_errors(tmp_path):
     assert figures["images"] == 5 * 32 and figures["images_per_second"] > 0
     missing = _run_train(["--data-dir", str(tmp_path)], tmp_path / "out")
     assert missing.returncode != 0 and "tfds build cifar10" in missing.stderr
+    # An ImageNet recipe's "validation" split on CIFAR-10: the error names the flag to set.
+    split = _run_train(["--recipe", "ghostnet_sgd", "--dataset", "cifar10"], tmp_path / "out")
+    assert split.returncode != 0
+    assert "bad split 'validation" in split.stderr and "with --eval-split" in split.stderr
 
 
 def test_qat_flags_hand_over_to_the_quantization_tool(tmp_path):

@@ -17,6 +17,10 @@ class DatasetNotPreparedError(FileNotFoundError, ValueError):
     bad argument value of whoever named that dir)."""
 
 
+class UnknownSplitError(ValueError):
+    """A split that the dataset does not have (the message lists the ones it has)."""
+
+
 def load_tfds(name, split, data_dir=None):
     """Reads split `split` (any TFDS split string, e.g. "train[:1000]") of the prepared
     TFDS dataset `name` in `data_dir`, in file order.
@@ -48,7 +52,7 @@ def load_tfds(name, split, data_dir=None):
     try:
         num_examples = info.splits[split].num_examples
     except (KeyError, ValueError) as e:
-        raise ValueError(f"TFDS dataset '{name}': bad split {split!r} ({e}). Splits: "
+        raise UnknownSplitError(f"TFDS dataset '{name}': bad split {split!r} ({e}). Splits: "
                          f"{', '.join(sorted(info.splits))}.") from None
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     return ds, info.features[label_key].num_classes, num_examples

@@ -65,14 +65,19 @@ def _split(split, limit):
     return f"{split}[:{limit}]" if limit else split
 
 
-def load_split(recipe, options, split, limit):
-    """`(dataset, num_classes, num_examples)` of a split, TFDS or image folder."""
+def load_split(recipe, options, split, limit, flag):
+    """`(dataset, num_classes, num_examples)` of a split, TFDS or image folder; `flag`
+    names the option that picks `split` in the error for a split the dataset lacks."""
     if options.image_folder is not None:
         ds, classes, count = data_lib.load_dataset(folder=options.image_folder, split=split)
         if limit:
             ds, count = ds.take(limit), min(limit, count)
         return ds, classes, count
-    return data_lib.load_tfds(recipe.dataset, _split(split, limit), options.data_dir)
+    try:
+        return data_lib.load_tfds(recipe.dataset, _split(split, limit), options.data_dir)
+    except data_lib.UnknownSplitError as e:
+        # Typically a recipe's ImageNet split names used with another --dataset.
+        raise data_lib.UnknownSplitError(f"{e} Pick one with {flag}.") from None
 
 
 def input_pipelines(recipe, options, image_size, global_batch, repeat=None):
@@ -81,8 +86,9 @@ def input_pipelines(recipe, options, image_size, global_batch, repeat=None):
     steps_per_epoch)."""
     repeat = options.steps_per_epoch is not None if repeat is None else repeat
     train_ds, classes, train_count = load_split(recipe, options, recipe.train_split,
-                                                options.limit_train)
-    eval_ds, _, eval_count = load_split(recipe, options, recipe.eval_split, options.limit_eval)
+                                                options.limit_train, "--train-split")
+    eval_ds, _, eval_count = load_split(recipe, options, recipe.eval_split, options.limit_eval,
+                                                "--eval-split")
     if train_count < global_batch:
         raise ValueError(f"{train_count} training images are fewer than one global batch of "
                          f"{global_batch}; lower --batch-size or raise --limit-train.")
@@ -187,7 +193,7 @@ def train(model_fn, recipe, options):
     with enter_distribution(strategy, options.strategy):
         if n_replicas is None:
             n_replicas = replicas(None)
-        _, classes, _ = load_split(recipe, options, recipe.eval_split, 1)
+        _, classes, _ = load_split(recipe, options, recipe.eval_split, 1, "--eval-split")
         model = model_fn(recipe, classes)
         if policy != "float32":
             model = _float32_outputs(model)
@@ -308,7 +314,8 @@ def export_tflite(model_fn, recipe, options, model, out, policy):
         fp32.set_weights(model.get_weights())
         model = fp32
     image_size = tuple(model.input_shape[1:3])
-    ds, classes, _ = load_split(recipe, options, recipe.train_split, options.calib_images)
+    ds, classes, _ = load_split(recipe, options, recipe.train_split, options.calib_images,
+                                 "--train-split")
     batches = data_lib.eval_pipeline(ds, image_size, batch_size=256, mean=options.mean,
                                      std=options.std, num_classes=classes,
                                      crop_pct=recipe.eval_crop_pct or options.crop_pct,
