@@ -129,9 +129,14 @@ def test_quality_gate_end_to_end(tmp_path, eager_training):
     with pytest.raises(SystemExit, match="gate failed: int8/float top-1 agreement .* < 1.01"):
         _gate_cli().main(["--keras-model", str(tmp_path / f"{name}.keras"), "--limit-test", "20",
                           "--calib-images", "8", "--min-agreement", "1.01", "--error-budget",
+                          "--builtin-kernels",
                           "--output-dir", str(tmp_path / "gated"), "--data-dir", DATA_DIR])
     gated = json.loads((tmp_path / "gated" / f"{name}_quality.json").read_text())
     assert not gated["gate"]["passed"] and gated["training"]["keras_model"].endswith(".keras")
+    # The same int8 model on TFLite's built-in kernels: rounding differs, top-1 mostly not.
+    builtin = gated["builtin_kernels"]
+    assert builtin["top1_agreement_with_xnnpack"] >= 0.8, builtin
+    assert builtin["top1_agreement_with_float"] >= 0.8, builtin
     # The error budget of the trained model's deploy graph, part by part.
     budget = gated["error_budget"]
     assert (budget["images"], budget["calibration_images"]) == (20, 8)

@@ -52,6 +52,10 @@ def parse_args(argv=None):
                    help="also simulate int8 weights alone, activations alone and each part's "
                         "activations alone in Keras, to show where the agreement goes "
                         "(keras_ghost.export.sensitivity; about one float evaluation per part)")
+    p.add_argument("--builtin-kernels", action="store_true",
+                   help="also run the int8 model on TFLite's built-in kernels (no XNNPACK) and "
+                        "report their agreement with float and with XNNPACK: two correct int8 "
+                        "implementations that round differently, the floor for the agreement")
     p.add_argument("--output-dir", type=Path, default=Path("out/quality"))
     return p.parse_args(argv)
 
@@ -90,7 +94,8 @@ def main(argv=None):
                              calib_images=args.calib_images, limit_test=args.limit_test, **norm)
     report, content = quality.evaluate_int8(model, data,
                                             calibration_method=args.calibration_method,
-                                            percentile=args.percentile)
+                                            percentile=args.percentile,
+                                            builtin_kernels=args.builtin_kernels)
     if args.error_budget:
         report["error_budget"] = export.error_budget(model, data.calibration, data.images,
                                                      percentile=args.percentile)
@@ -105,6 +110,11 @@ def main(argv=None):
           f"{report['float_accuracy']:.4f}, int8 top-1 {report['int8_accuracy']:.4f} "
           f"(drop {report['accuracy_drop_points']:.2f} points), agreement "
           f"{report['top1_agreement']:.4f}, cosine {report['mean_cosine']:.5f}")
+    if args.builtin_kernels:
+        builtin = report["builtin_kernels"]
+        print(f"int8 on TFLite's built-in kernels: top-1 {builtin['int8_accuracy']:.4f}, "
+              f"agreement with float {builtin['top1_agreement_with_float']:.4f}, "
+              f"with XNNPACK {builtin['top1_agreement_with_xnnpack']:.4f}")
     if args.error_budget:
         print(quality.format_error_budget(report["error_budget"]))
     print(f"wrote {tflite_path} and {json_path}")

@@ -122,10 +122,11 @@ def op_histogram(model_content, xnnpack=False):
     return dict(collections.Counter(op["op_name"] for op in it._get_ops_details()))
 
 
-def run(model_content, images):
+def run(model_content, images, xnnpack=True):
     """Runs each image (float32, model-input preprocessed) and returns float outputs,
-    (de)quantizing int8/uint8 inputs and outputs with their scales."""
-    it = interpreter(model_content)
+    (de)quantizing int8/uint8 inputs and outputs with their scales; `xnnpack=False` runs
+    TFLite's built-in kernels instead of the XNNPACK delegate."""
+    it = interpreter(model_content, xnnpack=xnnpack)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     results = []
     for x in images:

@@ -111,13 +111,18 @@ def gate_data(data_dir, image_size, *, mean, std, calib_images=500, limit_test=N
     return GateData(calibration, images, labels, f"{dataset}:{test_split}")
 
 
-def evaluate_int8(model, data, *, calibration_method="percentile", percentile=99.0):
+def evaluate_int8(model, data, *, calibration_method="percentile", percentile=99.0,
+                  builtin_kernels=False):
     """Converts `model` to full int8 (int8 input/output), calibrated on
     `data.calibration` (a `GateData`) with `calibration_method` (see
     `keras_ghost.export.convert`), and runs the float and int8 models on `data.images`.
 
     Returns `(report, tflite_bytes)`; the report has float and int8 top-1 accuracy, the
-    drop in points, and `keras_ghost.export.report`'s size, ops and fidelity.
+    drop in points, and `keras_ghost.export.report`'s size, ops and fidelity. With
+    `builtin_kernels`, the int8 model also runs on TFLite's built-in kernels instead of
+    XNNPACK; `report["builtin_kernels"]` has their accuracy and top-1 agreement with the
+    float model and with XNNPACK. Both are correct int8 implementations that round
+    differently, so their agreement is the floor that int8/float agreement can reach.
     """
     from keras_ghost import export
 
@@ -144,6 +149,14 @@ def evaluate_int8(model, data, *, calibration_method="percentile", percentile=99
         "mean_cosine": tflite["fidelity"]["mean_cosine"],
         "tflite": tflite,
     }
+    if builtin_kernels:
+        builtin_logits = export.run(content, data.images, xnnpack=False)
+        top1 = builtin_logits.argmax(1)
+        report["builtin_kernels"] = {
+            "int8_accuracy": float(np.mean(top1 == data.labels)),
+            "top1_agreement_with_float": float(np.mean(top1 == float_logits.argmax(1))),
+            "top1_agreement_with_xnnpack": float(np.mean(top1 == int8_logits.argmax(1))),
+        }
     return report, content
 
 
