@@ -52,8 +52,8 @@ def load_tfds(name, split, data_dir=None):
     try:
         num_examples = info.splits[split].num_examples
     except (KeyError, ValueError) as e:
-        raise UnknownSplitError(f"TFDS dataset '{name}': bad split {split!r} ({e}). Splits: "
-                         f"{', '.join(sorted(info.splits))}.") from None
+        raise UnknownSplitError(f"TFDS dataset '{name}': bad split {split!r} ({e}). "
+                                f"Splits: {', '.join(sorted(info.splits))}.") from None
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     return ds, info.features[label_key].num_classes, num_examples
 

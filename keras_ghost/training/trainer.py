@@ -88,7 +88,7 @@ def input_pipelines(recipe, options, image_size, global_batch, repeat=None):
     train_ds, classes, train_count = load_split(recipe, options, recipe.train_split,
                                                 options.limit_train, "--train-split")
     eval_ds, _, eval_count = load_split(recipe, options, recipe.eval_split, options.limit_eval,
-                                                "--eval-split")
+                                        "--eval-split")
     if train_count < global_batch:
         raise ValueError(f"{train_count} training images are fewer than one global batch of "
                          f"{global_batch}; lower --batch-size or raise --limit-train.")
