@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 r"""Times .tflite models: locally with the LiteRT interpreter (XNNPACK, interleaved), on an
-Android phone with TFLite's benchmark_model (--adb), or from saved benchmark_model logs.
+Android phone with TFLite's benchmark_model (--adb), or from saved benchmark_model logs; or
+costs them in exact aarch64 instruction counts on emulated ARM cores (--arm).
 
     python tflite/benchmark.py out/ghostnetv2_100_int8.tflite out/ghostnetv2_100_fp32.tflite \
         --num-threads 1 2 --runs 100 --json out/bench.json
     python tflite/benchmark.py out/*.tflite --adb --benchmark-binary \
         android_aarch64_benchmark_model --cpu-mask f0 --save-log out/logs --plot out/pareto.png
     python tflite/benchmark.py --parse-log out/logs/*.log --csv out/phone.csv
+    python tflite/benchmark.py --arm-setup          # once: the aarch64 environment (~1 min)
+    python tflite/benchmark.py out/*_int8.tflite --arm cortex-a76 --arm cortex-a53 \
+        --arm-kernels --json out/arm.json
 """
 
 import argparse
@@ -17,14 +21,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 _PHONE_ONLY = ("serial", "benchmark_binary", "use_gpu", "use_nnapi", "no_xnnpack",
                "op_profiling", "cpu_mask", "save_log")
+_ARM_ONLY = ("arm_kernels", "arm_runs")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("models", nargs="*", help=".tflite files")
-    p.add_argument("--num-threads", type=int, nargs="+", default=[1])
-    p.add_argument("--warmup-runs", type=int, default=5)
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--num-threads", type=int, nargs="+", default=[1],
+                   help="thread counts to time, each in its own round (default 1)")
+    p.add_argument("--warmup-runs", type=int, default=5,
+                   help="untimed runs per model before timing (default %(default)s)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default %(default)s)")
     p.add_argument("--block", type=int, default=10,
                    help="local mode: timed runs per model per turn, after one untimed run "
                         "(default %(default)s; 1 alternates every run, with cold caches)")
@@ -33,6 +40,22 @@ def parse_args(argv=None):
                        help="run TFLite's benchmark_model on an Android device over adb")
     where.add_argument("--parse-log", nargs="+", metavar="FILE",
                        help="read saved benchmark_model logs instead of timing anything")
+    where.add_argument("--arm", action="append", metavar="CPU",
+                       help="count aarch64 instructions per invoke on this emulated core "
+                            "(repeatable): cortex-a53, cortex-a72, cortex-a76, neoverse-n1, "
+                            "max,sme=off; XNNPACK, 1 thread, outputs checked against x86")
+    where.add_argument("--arm-setup", action="store_true",
+                       help="build the emulated aarch64 environment once (cached) and exit")
+    arm = p.add_argument_group("emulated ARM (--arm)")
+    arm.add_argument("--arm-kernels", action="store_true",
+                     help="attribute the count to XNNPACK's kernels, with each op's MACs and "
+                          "bytes moved")
+    arm.add_argument("--arm-runs", type=int, default=3,
+                     help="steady-state invokes counted, to check repeatability (default 3)")
+    arm.add_argument("--arm-cache", metavar="DIR",
+                     help="where the environment lives (default: ~/.cache/keras_ghost/arm)")
+    arm.add_argument("--arm-mirror", metavar="URL",
+                     help="Debian archive for --arm-setup (default: the one apt uses)")
     phone = p.add_argument_group("phone (--adb)")
     phone.add_argument("--benchmark-binary", metavar="PATH",
                        help="benchmark_model built for the device (required with --adb)")
@@ -54,8 +77,24 @@ def parse_args(argv=None):
     out.add_argument("--plot", metavar="FILE.png",
                      help="ImageNet top-1 vs latency chart (needs keras-ghost[plot])")
     args = p.parse_args(argv)
+    if args.arm_setup:
+        if args.models:
+            p.error("--arm-setup takes no models; run --arm with them afterwards")
+        return args
     if not args.parse_log and not args.models:
         p.error("give .tflite models (or --parse-log FILE ...)")
+    if args.arm:
+        from keras_ghost.export.arm.cpus import CPUS
+
+        unknown = [c for c in args.arm if c not in CPUS]
+        if unknown:
+            p.error(f"--arm {unknown[0]}: unknown core; choose from {', '.join(CPUS)}")
+        if args.arm_runs < 1:
+            p.error("--arm-runs must be >= 1")
+    else:
+        given = [n for n in _ARM_ONLY if getattr(args, n) not in (None, False, 3)]
+        if given:
+            p.error(f"--{given[0].replace('_', '-')} only applies with --arm")
     if args.adb and not args.benchmark_binary:
         p.error("--adb needs --benchmark-binary PATH (the benchmark_model built for the device)")
     if not args.adb:
@@ -67,6 +106,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.arm_setup:
+        from keras_ghost.export import arm
+
+        return arm.setup(args.arm_cache, mirror=args.arm_mirror)
     files = args.parse_log or args.models
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -74,6 +117,8 @@ def main(argv=None):
 
     from keras_ghost.export import benchmark, benchmark_model, write_atomic
 
+    if args.arm:
+        return _arm(args, write_atomic)
     if args.parse_log:
         results = [benchmark_model.parse_log_file(f) for f in args.parse_log]
     else:
@@ -104,8 +149,44 @@ def main(argv=None):
     return results
 
 
+def _arm(args, write_atomic):
+    from keras_ghost.export import arm
+    from keras_ghost.export.arm import attribution, measure
+
+    env = arm.find_environment(args.arm_cache)  # before any work: says how to build it
+    print(f"counting on emulated {', '.join(args.arm)} (QEMU {env.qemu_version}, "
+          f"ai-edge-litert {env.litert_version}), XNNPACK, 1 thread", flush=True)
+    results = measure.run(args.models, args.arm, runs=args.arm_runs, kernels=args.arm_kernels,
+                          env=env)
+    report = "\n\n".join([measure.markdown(results)] + [
+        attribution.kernel_markdown(r) for r in results if r.kernels])
+    print(report)
+    if args.markdown:
+        write_atomic((report + "\n").encode(), args.markdown)
+    if args.json:
+        write_atomic([r.as_dict() for r in results], args.json)
+    if args.csv:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        fields = [f for f in results[0].as_dict() if f not in ("kernels", "ops", "classes")]
+        writer = csv.DictWriter(buf, fields + list(measure.CLASSES), extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            writer.writerow({**r.as_dict(), **r.classes})
+        write_atomic(buf.getvalue().encode(), args.csv)
+    return results
+
+
 if __name__ == "__main__":
     try:
         main()
     except (ValueError, FileNotFoundError) as e:  # bad input: the message says the fix
+        sys.exit(f"error: {e}")
+    except RuntimeError as e:
+        from keras_ghost.export.arm import ArmSetupError
+
+        if not isinstance(e, ArmSetupError):
+            raise
         sys.exit(f"error: {e}")
