@@ -83,6 +83,23 @@ def test_gate_failures():
     assert quality.gate_failures(report, 0.98, 1.0) == quality.gate_failures(report) == []
     assert quality.gate_failures(report, 0.99, 0.3) == [
         "int8/float top-1 agreement 0.9850 < 0.99", "int8 accuracy drop 0.40 points > 0.3"]
+    # The default gate: the XNNPACK vs built-in kernels agreement of the same file.
+    with pytest.raises(ValueError, match="needs the built-in kernels' run"):
+        quality.gate_failures(report, "kernels")
+    report["builtin_kernels"] = {"top1_agreement_with_xnnpack": 0.99}
+    assert quality.gate_failures(report, "kernels", quality.MAX_DROP_POINTS) == [
+        "int8/float top-1 agreement 0.9850 < 0.9900 (the XNNPACK vs built-in kernels "
+        "agreement)", "int8 accuracy drop 0.40 points > 0.3"]
+    report.update(builtin_kernels={"top1_agreement_with_xnnpack": 0.985}, accuracy_drop_points=0.3)
+    assert quality.gate_failures(report, "kernels", 0.3) == []
+
+
+@pytest.mark.parametrize("value", ["5", "-0.1", "most"])
+def test_gate_rejects_a_bad_min_agreement(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _gate_cli().parse_args(["--min-agreement", value])
+    assert exit_info.value.code == 2
+    assert "--min-agreement" in capsys.readouterr().err
 
 
 def _gate_cli():
@@ -125,14 +142,19 @@ def test_quality_gate_end_to_end(tmp_path, eager_training):
     assert saved["training"]["train_images"] == 256 and saved["gate"]["passed"]
     assert saved["tflite"]["builtin_only"]
 
-    # The saved model gates without retraining; a missed threshold exits with status 1.
-    with pytest.raises(SystemExit, match="gate failed: int8/float top-1 agreement .* < 1.01"):
+    # The saved model gates without retraining, by default against the kernels' agreement
+    # (which runs the built-in kernels); a missed threshold exits with status 1.
+    with pytest.raises(SystemExit, match="gate failed: .*int8 accuracy drop .* > -100"):
         _gate_cli().main(["--keras-model", str(tmp_path / f"{name}.keras"), "--limit-test", "20",
-                          "--calib-images", "8", "--min-agreement", "1.01", "--error-budget",
-                          "--builtin-kernels",
+                          "--calib-images", "8", "--max-drop", "-100", "--error-budget",
                           "--output-dir", str(tmp_path / "gated"), "--data-dir", DATA_DIR])
     gated = json.loads((tmp_path / "gated" / f"{name}_quality.json").read_text())
     assert not gated["gate"]["passed"] and gated["training"]["keras_model"].endswith(".keras")
+    assert gated["gate"]["min_agreement"] == "kernels"
+    assert gated["gate"]["agreement_threshold"] == (
+        gated["builtin_kernels"]["top1_agreement_with_xnnpack"])
+    agreement_missed = any("agreement" in f for f in gated["gate"]["failures"])
+    assert agreement_missed == (gated["top1_agreement"] < gated["gate"]["agreement_threshold"])
     # The same int8 model on TFLite's built-in kernels: rounding differs, top-1 mostly not.
     builtin = gated["builtin_kernels"]
     assert builtin["top1_agreement_with_xnnpack"] >= 0.8, builtin

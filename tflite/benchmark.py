@@ -44,6 +44,10 @@ def parse_args(argv=None):
                        help="count aarch64 instructions per invoke on this emulated core "
                             "(repeatable): cortex-a53, cortex-a72, cortex-a76, neoverse-n1, "
                             "max,sme=off; XNNPACK, 1 thread, outputs checked against x86")
+    where.add_argument("--arm-sme-check", action="store_true",
+                       help="run the models on emulated -cpu max with SME under "
+                            "bookworm-backports' QEMU 10 (fetched once; QEMU 7.2's SME is "
+                            "wrong) and compare their outputs with x86: outputs, not counts")
     where.add_argument("--arm-setup", action="store_true",
                        help="build the emulated aarch64 environment once (cached) and exit")
     arm = p.add_argument_group("emulated ARM (--arm)")
@@ -119,6 +123,13 @@ def main(argv=None):
 
     if args.arm:
         return _arm(args, write_atomic)
+    if args.arm_sme_check:
+        from keras_ghost.export.arm import find_environment, sme
+
+        results = sme.check(args.models, env=find_environment(args.arm_cache))
+        if args.json:
+            write_atomic([r.as_dict() for r in results], args.json)
+        return results
     if args.parse_log:
         results = [benchmark_model.parse_log_file(f) for f in args.parse_log]
     else:

@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """Converts our models and their peers with the same settings and times them side by side
-(one interleaved LiteRT run per thread count), with latency ratios against the peers.
+(one interleaved LiteRT run per thread count), with latency ratios against the peers; or,
+with --arm, costs them all in exact aarch64 instructions per invoke on emulated ARM cores.
 
-    python tflite/compare.py                                  # the README table
+    python tflite/compare.py                                  # the README's x86 table
+    python tflite/compare.py --arm cortex-a53 --arm cortex-a76 --arm max,sme=off  # ARM table
     python tflite/compare.py --models ghostnet_050 mobilenetv3small --num-threads 1 2 4
+    python tflite/compare.py --models ghostnet_100 --arm cortex-a76 \
+        --variants unoptimized remove_pad=true merge_ghost_min_size=56   # deploy-pass settings
 
 Peers: keras.applications mobilenetv2 / mobilenetv3large / mobilenetv3small and, with
 `pip install 'keras-ghost[compare]'`, kecam_ghostnet_100 / kecam_ghostnetv2_100.
@@ -26,6 +30,10 @@ RATIOS = [("ghostnet_100", "kecam_ghostnet_100"), ("ghostnet_100", "mobilenetv2"
           ("asymmnet_large_100", "mobilenetv3large"),
           ("asymmnet_large_100/hard_swish", "mobilenetv3large"),
           ("asymmnet_large_100", "asymmnet_large_100/hard_swish")]
+# Deploy-pass settings a variant may change (keyword=value of optimize_for_inference).
+VARIANT_OPTIONS = {"remove_pad": {"none": None, "true": True, "false": False},
+                   "merge_ghost_min_size": None,  # an int, or none
+                   "split_hard_swish": {"true": True, "false": False}}
 
 
 def parse_args(argv=None):
@@ -49,11 +57,58 @@ def parse_args(argv=None):
     p.add_argument("--with-hard-swish", action="store_true",
                    help="also time our models optimized but with hard-swish kept as one op "
                         "(rows '<name>/hard_swish'; XNNPACK does not run it in int8)")
+    p.add_argument("--variants", nargs="+", default=[], metavar="SETTING",
+                   help="also our models with other deploy-pass settings: 'unoptimized', or "
+                        "KEY=VALUE of optimize_for_inference (remove_pad=none|true|false, "
+                        "merge_ghost_min_size=N|none, split_hard_swish=true|false); rows "
+                        "'<name>/<setting>'")
+    p.add_argument("--calib-images", type=int, default=100,
+                   help="int8 calibration images (latency does not depend on them)")
+    p.add_argument("--arm", action="append", metavar="CPU",
+                   help="count aarch64 instructions per invoke on this emulated core instead "
+                        "of timing on x86 (repeatable; see tflite/benchmark.py --arm-setup)")
+    p.add_argument("--arm-cache", metavar="DIR", help="the aarch64 environment's cache dir")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--markdown", help="write the report here")
     p.add_argument("--plot", metavar="FILE.png",
                    help="ImageNet top-1 (reference weights) vs latency chart")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for v in args.variants:
+        try:
+            deploy_options(v)
+        except ValueError as e:
+            p.error(f"--variants {v}: {e}")
+    if args.arm:
+        from keras_ghost.export.arm.cpus import CPUS
+
+        unknown = [c for c in args.arm if c not in CPUS]
+        if unknown:
+            p.error(f"--arm {unknown[0]}: unknown core; choose from {', '.join(CPUS)}")
+    if args.calib_images < 1:
+        p.error("--calib-images must be >= 1")
+    return args
+
+
+def deploy_options(variant):
+    """'unoptimized' -> None; 'hard_swish' or 'KEY=VALUE' -> optimize_for_inference kwargs."""
+    if variant == "unoptimized":
+        return None
+    if variant == "hard_swish":
+        return {"split_hard_swish": False}
+    key, eq, value = variant.partition("=")
+    if not eq or key not in VARIANT_OPTIONS:
+        raise ValueError(f"not 'unoptimized' or KEY=VALUE with KEY in {sorted(VARIANT_OPTIONS)}")
+    table = VARIANT_OPTIONS[key]
+    value = value.lower()
+    if table is None:
+        if value == "none":
+            return {key: None}
+        if not value.isdigit():
+            raise ValueError(f"{key} takes a whole number or none")
+        return {key: int(value)}
+    if value not in table:
+        raise ValueError(f"{key} takes {' | '.join(table)}")
+    return {key: table[value]}
 
 
 def convert_all(args):
@@ -64,7 +119,7 @@ def convert_all(args):
     from keras_ghost.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
     shape = (args.input_size, args.input_size, 3)
-    images = export.load_images(None, None, limit=100)
+    images = export.load_images(None, None, limit=args.calib_images)
     # One normalization for all (our models' ImageNet mean/std): latency does not care.
     calibration = export.to_model_input(images, shape, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     paths = {}
@@ -73,15 +128,16 @@ def convert_all(args):
         names += [f"{n}/unoptimized" for n in args.models if not peers.is_peer(n)]
     if args.with_hard_swish:
         names += [f"{n}/hard_swish" for n in args.models if not peers.is_peer(n)]
+    names += [f"{n}/{v}" for v in args.variants for n in args.models if not peers.is_peer(n)]
     for name in names:
-        if peers.PEERS.get(name, ("",))[0] == "kecam" and not peers.kecam_available():
-            print(f"skipping {name}: pip install 'keras-ghost[compare]' to time it")
+        if peers.is_peer(name) and not peers.available(name):
+            print(f"skipping {name}: {peers.install_hint(name)} to time it")
             continue
         model = None
         for mode in args.modes:
             # Per input size, so that --reuse never picks up a model of another size.
             path = os.path.join(args.out_dir, str(args.input_size),
-                                f"{name.replace('/', '_')}_{mode}.tflite")
+                                f"{name.replace('/', '_').replace('=', '-')}_{mode}.tflite")
             paths[(name, mode)] = path
             if args.reuse and os.path.exists(path):
                 continue
@@ -93,14 +149,52 @@ def convert_all(args):
             if model is None:
                 model = keras_ghost.create_model(base, input_shape=shape,
                                                  classifier_activation=None)
-            if variant == "hard_swish":
-                optimized = export.optimize_for_inference(model, split_hard_swish=False)
+            options = deploy_options(variant) if variant else {}
+            if options:
+                # As convert() does, but with these settings: fp32 keeps HARD_SWISH whole.
+                options = {"split_hard_swish": mode == "int8", **options}
+                optimized = export.optimize_for_inference(model, **options)
                 content = export.convert(optimized, mode, calibration, optimize=False)
             else:
-                content = export.convert(model, mode, calibration,
-                                         optimize=variant != "unoptimized")
+                content = export.convert(model, mode, calibration, optimize=options is not None)
             export.write_atomic(content, path)
     return paths
+
+
+def arm_report(results, paths, args):
+    """Rows: models; columns: mode x CPU in M aarch64 instructions per invoke; then the
+    ratios of RATIOS and of every variant to its default, and the per-core detail."""
+    from keras_ghost.export.arm import measure
+
+    by_key = {}
+    for (name, mode), path in paths.items():
+        for r in results:
+            if r.model == os.path.basename(path):
+                by_key[(name, mode, r.cpu)] = r
+    cols = [(m, c) for m in args.modes for c in args.arm]
+    head = "| " + " | ".join(f"{m} {c}" for m, c in cols) + " |"
+    lines = ["M instructions per invoke (aarch64, XNNPACK, 1 thread; exact counts)", "",
+             "| model " + head, "|---|" + "---:|" * len(cols)]
+    for name in dict.fromkeys(k[0] for k in by_key):
+        cells = []
+        for m, c in cols:
+            r = by_key.get((name, m, c))
+            cells.append("-" if r is None else f"{r.arm_instructions / 1e6:.2f}" + (
+                "" if r.arm_matches_x86 else " (outputs differ from x86)"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    pairs = list(RATIOS) + [(n, n.split("/")[0]) for n in dict.fromkeys(k[0] for k in by_key)
+                            if "/" in n]
+    ratio_lines = []
+    for ours, peer in dict.fromkeys(pairs):
+        cells = []
+        for m, c in cols:
+            a, b = by_key.get((ours, m, c)), by_key.get((peer, m, c))
+            cells.append(f"{a.arm_instructions / b.arm_instructions:.3f}x" if a and b else "-")
+        if any(x != "-" for x in cells):
+            ratio_lines.append(f"| {ours} / {peer} " + "| " + " | ".join(cells) + " |")
+    if ratio_lines:
+        lines += ["", "| instruction ratio " + head, "|---|" + "---:|" * len(cols), *ratio_lines]
+    return "\n".join(lines) + "\n\n" + measure.markdown(results)
 
 
 def report(results, paths, args):
@@ -147,8 +241,26 @@ def main(argv=None):
     if unknown:
         sys.exit(f"error: unknown model(s) {unknown}; choose from {keras_ghost.list_models()} "
                  f"or the peers {sorted(peers.PEERS)}.")
+    if args.arm:
+        from keras_ghost.export import arm
+
+        env = arm.find_environment(args.arm_cache)  # before converting: says how to build it
     paths = convert_all(args)
     files = list(dict.fromkeys(paths.values()))
+    if args.arm:
+        from keras_ghost.export.arm import measure
+
+        print(f"counting {len(files)} models on emulated {', '.join(args.arm)}", flush=True)
+        results = measure.run(files, args.arm, env=env)
+        text = arm_report(results, paths, args)
+        print(text)
+        if args.markdown:
+            write_atomic(text.encode(), args.markdown)
+        if args.json:
+            write_atomic([r.as_dict() for r in results], args.json)
+        if args.plot:
+            _plot(results, args, "arm_instructions")
+        return results
     results = []
     for threads in args.num_threads:
         print(f"timing {len(files)} models interleaved, {threads} thread(s)", flush=True)
@@ -161,15 +273,22 @@ def main(argv=None):
     if args.json:
         write_atomic([r.as_dict() for r in results], args.json)
     if args.plot:
-        from keras_ghost.export import benchmark_model
-
-        # kecam's ports are the same architectures as ours: same reference accuracy.
-        accuracy = {f"kecam_{n}": keras_ghost.get_spec(n).top1
-                    for n in ("ghostnet_100", "ghostnetv2_100")}
-        accuracy["mobilenetv2"] = benchmark_model.KERAS_APPLICATIONS_TOP1["mobilenetv2_100"]
-        benchmark_model.plot(results, args.plot, accuracy=accuracy,
-                             title=f"LiteRT + XNNPACK, {args.input_size}x{args.input_size}")
+        _plot(results, args, "avg_us")
     return results
+
+
+def _plot(results, args, metric):
+    import keras_ghost
+    from keras_ghost.export import benchmark_model
+
+    # kecam's ports are the same architectures as ours: same reference accuracy.
+    accuracy = {f"kecam_{n}": keras_ghost.get_spec(n).top1
+                for n in ("ghostnet_100", "ghostnetv2_100")}
+    accuracy["mobilenetv2"] = benchmark_model.KERAS_APPLICATIONS_TOP1["mobilenetv2_100"]
+    where = (f"emulated {', '.join(args.arm)}" if metric == "arm_instructions"
+             else "LiteRT + XNNPACK")
+    benchmark_model.plot(results, args.plot, accuracy=accuracy, metric=metric,
+                         title=f"{where}, {args.input_size}x{args.input_size}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ full-integer TFLite and compares int8 with float on the test split.
     python tflite/quality_gate.py --keras-model out/quality/ghostnet_050.keras
 
 Writes <model>.keras (when it trains), <model>_int8.tflite and <model>_quality.json to
---output-dir, then exits with status 1 when top-1 agreement < --min-agreement or the
-accuracy drop > --max-drop points (the files stay, for inspection).
+--output-dir, then exits with status 1 when the gate fails (the files stay, for inspection).
+The gate, by default: int8/float top-1 agreement at least the agreement of two correct int8
+implementations of the same file (XNNPACK vs TFLite's built-in kernels), and an accuracy
+drop of at most 0.3 points.
 """
 
 import argparse
@@ -44,9 +46,10 @@ def parse_args(argv=None):
                    help="int8 activation ranges (default %(default)s; see tflite/convert.py)")
     p.add_argument("--percentile", type=float, default=99.0,
                    help="percentile for --calibration-method percentile (default %(default)s)")
-    p.add_argument("--min-agreement", type=float, default=0.99,
-                   help="minimum int8/float top-1 agreement, 0..1 (default %(default)s)")
-    p.add_argument("--max-drop", type=float, default=1.0,
+    p.add_argument("--min-agreement", type=_agreement, default="kernels",
+                   help="minimum int8/float top-1 agreement: a fraction 0..1, or 'kernels' "
+                        "(default): the XNNPACK vs built-in kernels agreement on the same file")
+    p.add_argument("--max-drop", type=float, default=0.3,
                    help="maximum int8 accuracy drop in points (default %(default)s)")
     p.add_argument("--error-budget", action="store_true",
                    help="also simulate int8 weights alone, activations alone and each part's "
@@ -55,9 +58,25 @@ def parse_args(argv=None):
     p.add_argument("--builtin-kernels", action="store_true",
                    help="also run the int8 model on TFLite's built-in kernels (no XNNPACK) and "
                         "report their agreement with float and with XNNPACK: two correct int8 "
-                        "implementations that round differently, the floor for the agreement")
+                        "implementations that round differently, the floor for the agreement "
+                        "(always on with --min-agreement kernels)")
     p.add_argument("--output-dir", type=Path, default=Path("out/quality"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.min_agreement == "kernels":
+        args.builtin_kernels = True
+    return args
+
+
+def _agreement(text):
+    if text == "kernels":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'kernels' nor a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction in 0..1 (e.g. 0.98)")
+    return value
 
 
 def main(argv=None):
@@ -101,6 +120,8 @@ def main(argv=None):
                                                      percentile=args.percentile)
     failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
     report.update(training=training, gate={"min_agreement": args.min_agreement,
+                                           "agreement_threshold": quality.agreement_threshold(
+                                               report, args.min_agreement),
                                            "max_drop_points": args.max_drop,
                                            "passed": not failures, "failures": failures})
     tflite_path = export.write_atomic(content, args.output_dir / f"{model.name}_int8.tflite")

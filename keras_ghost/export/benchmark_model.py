@@ -378,10 +378,18 @@ def _series_name(key, varies):
     return key[0] + (f" ({', '.join(extras)})" if extras else "")
 
 
-def plot(results, path, accuracy=None, title=None):
-    """Writes an accuracy (y) vs latency (x) PNG, one labelled point per result and a line
+_METRICS = {"avg_us": ("Latency (ms)", 1e3), "arm_instructions": ("M aarch64 instructions", 1e6)}
+
+
+def plot(results, path, accuracy=None, title=None, metric="avg_us"):
+    """Writes an accuracy (y) vs cost (x) PNG, one labelled point per result and a line
     through each family's widths (e.g. ghostnetv2_100/_130/_160). Results without a known
-    top-1 are left out with a warning; `accuracy` ({label: top1}) adds or overrides."""
+    top-1 are left out with a warning; `accuracy` ({label: top1}) adds or overrides. The
+    cost is `metric`: latency ("avg_us") or emulated ARM instructions ("arm_instructions",
+    one line per core)."""
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}.")
+    xlabel, scale = _METRICS[metric]
     try:
         from matplotlib.figure import Figure  # no pyplot: leaves the global backend alone
     except ImportError as e:
@@ -394,8 +402,9 @@ def plot(results, path, accuracy=None, title=None):
             warnings.warn(f"No ImageNet top-1 known for {label!r}; left it off the plot "
                           f"(pass accuracy={{{label!r}: ...}}).", stacklevel=2)
             continue
-        points.append(_Point(re.sub(r"_\d+$", "", label), mode, r.num_threads, r.source,
-                             label, r.avg_us / 1e3, top1))
+        source = r.source + (f" {r.cpu}" if getattr(r, "cpu", None) else "")
+        points.append(_Point(re.sub(r"_\d+$", "", label), mode, r.num_threads, source,
+                             label, getattr(r, metric) / scale, top1))
     if not points:
         raise ValueError("Nothing to plot: no result has a known ImageNet top-1.")
     series = collections.defaultdict(list)
@@ -412,7 +421,7 @@ def plot(results, path, accuracy=None, title=None):
         for p in members:
             ax.annotate(p.label, (p.ms, p.top1), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
-    ax.set_xlabel("Latency (ms)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("ImageNet top-1 (%)")
     if title:
         ax.set_title(title)

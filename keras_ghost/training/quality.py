@@ -176,12 +176,36 @@ def format_error_budget(budget):
     return "\n".join(lines)
 
 
+KERNEL_FLOOR = "kernels"  # min_agreement: the XNNPACK-vs-built-in kernels agreement
+MAX_DROP_POINTS = 0.3
+
+
+def agreement_threshold(report, min_agreement=KERNEL_FLOOR):
+    """The agreement the gate asks for: a number, or with "kernels" the top-1 agreement of
+    two correct int8 implementations of the same file (XNNPACK and TFLite's built-in
+    kernels; `evaluate_int8(..., builtin_kernels=True)` measures it)."""
+    if min_agreement != KERNEL_FLOOR:
+        return min_agreement
+    if "builtin_kernels" not in report:
+        raise ValueError("the 'kernels' agreement gate needs the built-in kernels' run: "
+                         "evaluate_int8(..., builtin_kernels=True).")
+    return report["builtin_kernels"]["top1_agreement_with_xnnpack"]
+
+
 def gate_failures(report, min_agreement=None, max_drop=None):
-    """Messages for each threshold the report misses (empty when it passes)."""
+    """Messages for each threshold the report misses (empty when it passes).
+    `min_agreement` is a fraction or "kernels" (see `agreement_threshold`); None skips a
+    check."""
     failures = []
-    if min_agreement is not None and report["top1_agreement"] < min_agreement:
-        failures.append(f"int8/float top-1 agreement {report['top1_agreement']:.4f} < "
-                        f"{min_agreement}")
+    if min_agreement is not None:
+        threshold = agreement_threshold(report, min_agreement)
+        if report["top1_agreement"] < threshold:
+            floor = (" (the XNNPACK vs built-in kernels agreement)"
+                     if min_agreement == KERNEL_FLOOR else "")
+            failures.append(f"int8/float top-1 agreement {report['top1_agreement']:.4f} < "
+                            f"{threshold:.4f}{floor}" if floor else
+                            f"int8/float top-1 agreement {report['top1_agreement']:.4f} < "
+                            f"{min_agreement}")
     if max_drop is not None and report["accuracy_drop_points"] > max_drop:
         failures.append(f"int8 accuracy drop {report['accuracy_drop_points']:.2f} points > "
                         f"{max_drop}")

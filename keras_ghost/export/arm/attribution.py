@@ -67,6 +67,10 @@ class OpCost:
 
 def category(function, library):
     name = function.lower()
+    if name.startswith("[libc"):
+        return "libc (memcpy, memset, malloc)"
+    if name.startswith("["):
+        return f"other ({library})"
     for pattern, label in CATEGORIES:
         if re.search(pattern, name):
             return label
@@ -124,21 +128,19 @@ def _is_executable_elf(path):
 
 
 def _symbols(path):
-    """Sorted (addresses, names) of the functions in an ELF file: its full symbol table,
-    else its dynamic one (stripped system libraries)."""
+    """Sorted (addresses, names) of the functions in an ELF file's full symbol table; empty
+    for a stripped library (Debian's libc keeps only exported names, and its memcpy
+    variants would take the name of whatever exported function lies before them)."""
     rows = []
-    for flags in (["--defined-only"], ["--defined-only", "-D"]):
-        try:
-            out = subprocess.run(["nm", "-C", *flags, path], capture_output=True, text=True,
-                                 check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            continue
-        for line in out.splitlines():
-            parts = line.split(" ", 2)
-            if len(parts) == 3 and parts[1] in "tTwWiI" and not parts[2].startswith("$"):
-                rows.append((int(parts[0], 16), parts[2]))
-        if rows:
-            break
+    try:
+        out = subprocess.run(["nm", "-C", "--defined-only", path], capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):  # "no symbols"
+        out = ""
+    for line in out.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[1] in "tTwWiI" and not parts[2].startswith("$"):
+            rows.append((int(parts[0], 16), parts[2]))
     rows.sort()
     return [a for a, _ in rows], [n for _, n in rows]
 

@@ -111,17 +111,29 @@ def find_environment(cache_dir=None):
 
 def setup(cache_dir=None, mirror=None, progress=print):
     """Builds the environment once (idempotent: returns the cached one when it is there);
-    returns an ArmEnvironment. Needs Linux, Debian's packages and the package index."""
+    returns an ArmEnvironment. Needs Linux, Debian's packages and the package index.
+    Concurrent callers (test workers) wait for one build."""
+    import fcntl
+
     try:
         return find_environment(cache_dir)
     except ArmSetupError:
         pass
-    _check_host(progress)
     cache = Path(cache_dir or default_cache_dir())
     cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return find_environment(cache_dir)  # built while this one waited
+        except ArmSetupError:
+            return _build(cache, mirror, progress)
+
+
+def _build(cache, mirror, progress):
+    _check_host(progress)
     final = cache / _key()
-    suite = _host_suite()
-    mirror = mirror or _debian_mirror(suite)
+    suite = host_suite()
+    mirror = mirror or debian_mirror(suite)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".building-") as tmp:
         work = Path(tmp) / "env"
         work.mkdir()
@@ -135,7 +147,7 @@ def setup(cache_dir=None, mirror=None, progress=print):
         qemu_version = _plugin(work, Path(tmp) / "apt")
         progress(f"[4/5] per-CPU prefixes: {', '.join(CPUS)}")
         for cpu in CPUS.values():
-            _cpu_prefix(work / "cpus" / cpu.name, cpu)
+            cpu_prefix(work / "cpus" / cpu.name, cpu)
         env = ArmEnvironment(
             path=str(final), qemu=shutil.which("qemu-aarch64"), qemu_version=qemu_version,
             plugin=str(final / "counting.so"), python=python, python_version=python_version,
@@ -151,7 +163,7 @@ def setup(cache_dir=None, mirror=None, progress=print):
     return env
 
 
-def _run(cmd, what, env=None, cwd=None):
+def run_checked(cmd, what, env=None, cwd=None):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -175,12 +187,12 @@ def _check_host(progress):
                             f"{' '.join(missing)} (then rerun --arm-setup as this user).")
     progress(f"[0/5] apt-get install {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "update", "-q"], "apt-get update", env=env)
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+    run_checked(["apt-get", "update", "-q"], "apt-get update", env=env)
+    run_checked(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
          "apt-get install", env=env)
 
 
-def _host_suite():
+def host_suite():
     text = Path("/etc/os-release").read_text()
     match = re.search(r"^VERSION_CODENAME=(\w+)", text, re.M)
     if not match:
@@ -189,7 +201,7 @@ def _host_suite():
     return match.group(1)
 
 
-def _debian_mirror(suite):
+def debian_mirror(suite):
     """The Debian archive apt is configured with (deb822 .sources or sources.list)."""
     files = sorted(Path("/etc/apt/sources.list.d").glob("*.sources")) + sorted(
         Path("/etc/apt/sources.list.d").glob("*.list")) + [Path("/etc/apt/sources.list")]
@@ -212,7 +224,7 @@ def _debian_mirror(suite):
 
 def _userland(root, suite, mirror):
     mode = "root" if os.geteuid() == 0 else "unshare"
-    _run(["mmdebstrap", "--variant=extract", "--arch=arm64", f"--mode={mode}",
+    run_checked(["mmdebstrap", "--variant=extract", "--arch=arm64", f"--mode={mode}",
           f"--include={','.join(GUEST_PACKAGES)}", "--quiet", suite, str(root), mirror],
          f"mmdebstrap (Debian archive {mirror}; as non-root it needs user namespaces)")
     for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
@@ -236,7 +248,7 @@ def _wheels(root, python_version):
            python_version, "--target", str(target), "--no-warn-script-location"]
     for p in platforms + ["manylinux2014_aarch64"]:
         cmd += ["--platform", p]
-    _run(cmd + [f"ai-edge-litert=={_host_litert_version()}", "numpy"],
+    run_checked(cmd + [f"ai-edge-litert=={_host_litert_version()}", "numpy"],
          "pip install of the aarch64 wheels (the package index must be reachable)", env=env)
     dist = sorted(target.glob("numpy-*.dist-info"))
     return dist[-1].name[len("numpy-"):-len(".dist-info")] if dist else "?"
@@ -244,34 +256,41 @@ def _wheels(root, python_version):
 
 def _plugin(work, apt_dir):
     qemu = shutil.which("qemu-aarch64")
-    version = _run(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"],
+    version = run_checked(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"],
                    "dpkg-query qemu-user").strip()
-    sources = apt_dir / "sources.list"
-    for sub in ("lists/partial", "cache/archives/partial", "src"):
-        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
-    suite = _host_suite()
-    mirror = _debian_mirror(suite)
-    sources.write_text(f"deb-src {mirror} {suite} {suite}-updates main\n")
-    options = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/nonexistent",
-               "-o", f"Dir::State::Lists={apt_dir / 'lists'}", "-o",
-               f"Dir::Cache={apt_dir / 'cache'}", "-o", "Debug::NoLocking=1", "-q"]
-    _run(["apt-get", *options, "update"], "apt-get update (Debian source index)")
-    _run(["apt-get", *options, "source", "--download-only", f"qemu={version}"],
+    suite = host_suite()
+    mirror = debian_mirror(suite)
+    options = private_apt(apt_dir, f"deb-src {mirror} {suite} {suite}-updates main\n")
+    (apt_dir / "src").mkdir()
+    run_checked(["apt-get", *options, "update"], "apt-get update (Debian source index)")
+    run_checked(["apt-get", *options, "source", "--download-only", f"qemu={version}"],
          f"apt-get source qemu={version}", cwd=apt_dir / "src")
     tarballs = sorted((apt_dir / "src").glob("qemu_*.orig.tar.*"))
     if not tarballs:
         raise ArmSetupError(f"apt-get source qemu={version} gave no .orig tarball.")
-    _run(["tar", "-xf", str(tarballs[0]), "-C", str(apt_dir / "src"), "--wildcards",
+    run_checked(["tar", "-xf", str(tarballs[0]), "-C", str(apt_dir / "src"), "--wildcards",
           "*/include/qemu/qemu-plugin.h"], "extracting qemu-plugin.h")
     header = next((apt_dir / "src").glob("*/include/qemu/qemu-plugin.h"))
     source = Path(__file__).with_name("counting.c")
     shutil.copy(header, work / "qemu-plugin.h")
-    _run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{work}", "-o",
+    run_checked(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{work}", "-o",
           str(work / "counting.so"), str(source)], "building the counting plugin")
     return version
 
 
-def _cpu_prefix(prefix, cpu):
+def private_apt(apt_dir, sources):
+    """apt-get options for a private apt state under `apt_dir` with `sources` (sources.list
+    text): the system's lists and caches are neither read nor written."""
+    apt_dir = Path(apt_dir)
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
+    (apt_dir / "sources.list").write_text(sources)
+    return ["-o", f"Dir::Etc::SourceList={apt_dir / 'sources.list'}", "-o",
+            "Dir::Etc::SourceParts=/nonexistent", "-o", f"Dir::State::Lists={apt_dir / 'lists'}",
+            "-o", f"Dir::Cache={apt_dir / 'cache'}", "-o", "Debug::NoLocking=1", "-q"]
+
+
+def cpu_prefix(prefix, cpu):
     """A `-L` prefix: the userland's top folders linked in, and this core's cpuinfo."""
     prefix.mkdir(parents=True)
     for entry in ("bin", "etc", "lib", "opt", "sbin", "usr", "var"):

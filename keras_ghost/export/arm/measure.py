@@ -35,6 +35,7 @@ class ArmResult:
     init_instructions: int  # Interpreter() + allocate_tensors (XNNPACK packs weights here)
     first_invoke_instructions: int
     harness_instructions: int  # the Python interpreter's own, per invoke (left out above)
+    marker_instructions: int  # the markers' own native cost, subtracted from the counts
     arm_matches_x86: bool  # int8: bit-exact; float: within FLOAT_RTOL
     max_abs_diff: float
     kind: str  # "int8" or "fp32": which floor applies
@@ -165,7 +166,8 @@ def run(paths, cpus=("cortex-a76",), runs=3, seed=0, kernels=False, env=None, jo
             repeatable=all(s["total"] == steady[0]["total"] for s in steady),
             init_instructions=regions[INIT][0]["total"] - empty["total"],
             first_invoke_instructions=regions[FIRST][0]["total"] - empty["total"],
-            harness_instructions=steady[0]["harness"], arm_matches_x86=match,
+            harness_instructions=steady[0]["harness"], marker_instructions=empty["total"],
+            arm_matches_x86=match,
             max_abs_diff=diff, kind=kind, macs=macs, floor_instructions=-(-macs // per))
         if kernels:
             symbols = attribution.Symbolizer((work / f"{stem}.maps").read_text())
