@@ -72,6 +72,12 @@ def test_int8_on_emulated_arm(key, environment, tmp_path):
             r.arm_instructions + r.marker_instructions)
         assert r.kernels[0]["function"].startswith("xnn_"), r.kernels[:3]
         assert sum(op["macs"] for op in r.ops) == r.macs
+        # One segment per XNNPACK operator, matched to the graph's ops by kind and order.
+        in_operators = sum(o["instructions"] for o in r.operators)
+        assert 0.95 * r.arm_instructions < in_operators <= r.arm_instructions + r.marker_instructions
+        matched = [o for o in r.operators if o["op_index"] >= 0]
+        assert len(matched) >= 0.9 * len(r.operators), (len(matched), len(r.operators))
+        assert all(o["macs"] > 0 for o in matched if "conv" in o["kind"])
     # Each core runs the kernels it has: SDOT from ARMv8.2, SMMLA/USDOT with i8mm, neither
     # on the Cortex-A53.
     a53, a76, i8mm = (by_cpu[c] for c in CPUS)
@@ -131,7 +137,8 @@ def test_benchmark_cli_arm_mode(environment, tmp_path, capsys):
         ("cortex-a76", results[0].arm_instructions, True)]
     printed = capsys.readouterr().out
     assert "| ghostnet_050_int8.tflite | cortex-a76 |" in printed
-    assert "depthwise conv" in printed and "| TFLite op | count |" in printed
+    assert "| depthwise conv |" in printed and "| kind | M instr | share |" in printed
+    assert "XNNPACK operators, in run order" in printed
     header = (tmp_path / "arm.csv").read_text().splitlines()[0]
     assert header.startswith("model,cpu,") and "arm_instructions" in header and "dot" in header
 
@@ -173,3 +180,18 @@ def test_kernel_categories():
                                 "x.so") == "conv kxk (igemm)"
     assert attribution.category("xnn_f32_vadd_minmax_ukernel__neon_u8", "x.so") == "add"
     assert attribution.category("[libc.so.6]", "libc.so.6") == "libc (memcpy, memset, malloc)"
+
+
+@pytest.mark.slow
+def test_sme_kernels_match_x86_under_backports_qemu(environment, tmp_path):
+    """QEMU 7.2's `-cpu max` (SME on) corrupts int8 XNNPACK outputs; bookworm-backports'
+    QEMU 10 runs the same SME kernels bit-exact to x86 (downloads about 60 MB once)."""
+    from keras_ghost.export.arm import sme
+
+    path = _int8_model(tmp_path, "ghostnet_050@64")
+    (fixed,) = sme.check([path], env=environment, progress=lambda *a: None)
+    assert fixed.sme_instructions_translated > 0, "no SME kernel ran: the check proves nothing"
+    assert fixed.arm_matches_x86 and fixed.outputs_differing == 0
+    (broken,) = sme.check([path], env=environment, qemu=environment.qemu,
+                          progress=lambda *a: None)
+    assert broken.qemu_version.startswith("7.2") and not broken.arm_matches_x86

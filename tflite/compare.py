@@ -33,7 +33,9 @@ RATIOS = [("ghostnet_100", "kecam_ghostnet_100"), ("ghostnet_100", "mobilenetv2"
 # Deploy-pass settings a variant may change (keyword=value of optimize_for_inference).
 VARIANT_OPTIONS = {"remove_pad": {"none": None, "true": True, "false": False},
                    "merge_ghost_min_size": None,  # an int, or none
-                   "split_hard_swish": {"true": True, "false": False}}
+                   "split_hard_swish": {"true": True, "false": False},
+                   "fold_hard_sigmoid": {"true": True, "false": False},
+                   "move_concat": {"true": True, "false": False}}
 
 
 def parse_args(argv=None):
@@ -60,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="+", default=[], metavar="SETTING",
                    help="also our models with other deploy-pass settings: 'unoptimized', or "
                         "KEY=VALUE of optimize_for_inference (remove_pad=none|true|false, "
-                        "merge_ghost_min_size=N|none, split_hard_swish=true|false); rows "
+                        "merge_ghost_min_size=N|none, split_hard_swish=true|false, "
+                        "fold_hard_sigmoid=true|false, move_concat=true|false); rows "
                         "'<name>/<setting>'")
     p.add_argument("--calib-images", type=int, default=100,
                    help="int8 calibration images (latency does not depend on them)")
@@ -150,9 +153,8 @@ def convert_all(args):
                 model = keras_ghost.create_model(base, input_shape=shape,
                                                  classifier_activation=None)
             options = deploy_options(variant) if variant else {}
-            if options:
-                # As convert() does, but with these settings: fp32 keeps HARD_SWISH whole.
-                options = {"split_hard_swish": mode == "int8", **options}
+            if options:  # convert()'s settings for this mode, but for the variant's
+                options = {**export.deploy_settings(mode), **options}
                 optimized = export.optimize_for_inference(model, **options)
                 content = export.convert(optimized, mode, calibration, optimize=False)
             else:

@@ -86,7 +86,7 @@ def main(argv=None):
     deploy = model
     if args.optimize:
         deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad,
-                                               split_hard_swish=args.mode == "int8")
+                                               **export.deploy_settings(args.mode))
     content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
                              optimize=False, calibration_method=args.calibration_method,
                              percentile=args.percentile)

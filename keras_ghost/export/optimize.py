@@ -44,8 +44,22 @@ SCALE_COMMUTING = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "AveragePooli
                    "MaxPooling2D", "ZeroPadding2D", "Dropout")
 
 
-def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, verify=True,
-                           atol=1e-4, split_hard_swish=True):
+MERGE_GHOST_MIN_SIZE = 112
+
+
+def deploy_settings(mode):
+    """optimize_for_inference's settings for an export mode, chosen on exact emulated-ARM
+    instruction counts (Cortex-A53 / A76, README): the hard-swish split (XNNPACK has no
+    int8 HARD_SWISH) and the ghost-concat merge pay off in int8 only; in fp32 the merge
+    costs 1.5-3% (ghostnet_100: 74.85M vs 73.68M instructions on the A76)."""
+    int8 = mode == "int8"
+    return {"split_hard_swish": int8, "merge_ghost_min_size": MERGE_GHOST_MIN_SIZE if int8 else None}
+
+
+def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=MERGE_GHOST_MIN_SIZE,
+                           verify=True,
+                           atol=1e-4, split_hard_swish=True, fold_hard_sigmoid=True,
+                           move_concat=True):
     """Returns an inference-only copy of the functional `model` with the rewrites above.
 
     Args:
@@ -63,9 +77,12 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=112, ver
         verify: run both models on a random batch; they must agree within `atol`
             (relative to the output scale). Needs a static input shape.
         split_hard_swish: rewrite hard-swish as above (int8 XNNPACK delegation).
+        fold_hard_sigmoid: fold the hard-sigmoid gates' `/ 6` and `+ 3` into convs.
+        move_concat: move a concat feeding a strided depthwise conv after it.
     """
     check_functional(model, "optimize_for_inference")
-    plan = _Plan(model, remove_pad, merge_ghost_min_size, split_hard_swish)
+    plan = _Plan(model, remove_pad, merge_ghost_min_size, split_hard_swish, fold_hard_sigmoid,
+                 move_concat)
     optimized = rebuild(model, plan.call)
     if verify:
         check_equivalent(model, optimized, atol=atol)
@@ -101,7 +118,7 @@ class _Plan:
     """Decisions taken on the original graph, applied while it is re-run layer by layer."""
 
     def __init__(self, model, remove_pad=None, merge_ghost_min_size=None,
-                 split_hard_swish=False):
+                 split_hard_swish=False, fold_hard_sigmoid=True, move_concat=True):
         self.remove_pad = remove_pad
         self.consumers, self.producers, self.inputs_of = connections(model)
         self._outputs = list(model.outputs)
@@ -125,7 +142,8 @@ class _Plan:
                 self._plan_conv(layer)
             elif kind == "Dense" and _activation_name(layer) == "linear":
                 self._plan_bn_fold(layer)
-            elif kind == "Activation" and _activation_name(layer) == "hard_sigmoid":
+            elif (fold_hard_sigmoid and kind == "Activation"
+                  and _activation_name(layer) == "hard_sigmoid"):
                 self._plan_hard_sigmoid(layer)
             elif (split_hard_swish and kind == "Activation"
                   and _activation_name(layer) in HARD_SWISH_NAMES):
@@ -133,7 +151,7 @@ class _Plan:
             elif kind == "ResizeNearestLike":
                 self._plan_gate_resize(layer)
         concats = [layer for layer in model.layers if _class(layer) == "Concatenate"]
-        for layer in concats:
+        for layer in concats if move_concat else ():
             self._plan_concat_depthwise(layer)
         if merge_ghost_min_size:
             for layer in concats:

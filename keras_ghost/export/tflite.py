@@ -40,10 +40,9 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
         calibration = _check_calibration(calibration, input_shape)
         ranges.check_method(calibration_method, percentile)
     if optimize:
-        from keras_ghost.export.optimize import optimize_for_inference
+        from keras_ghost.export.optimize import deploy_settings, optimize_for_inference
 
-        # XNNPACK runs float HARD_SWISH natively; the split form pays off in int8 only.
-        model = optimize_for_inference(model, split_hard_swish=mode == "int8")
+        model = optimize_for_inference(model, **deploy_settings(mode))
     with _converter(model, mode, calibration, io_type) as converter:
         if mode == "int8":
             return ranges.convert_int8(converter, calibration, io_type, calibration_method,

@@ -24,9 +24,25 @@ CATEGORIES = [
     (r"maxpool|argmaxpool", "max pool"),
     (r"vhswish|vsigmoid|vlrelu|vclamp|vrelu|vtanh|lut|velu|vsilu", "activation"),
     (r"vcvt|requant|quantize", "convert / requantize"),
-    (r"transpose|copy|pad|fill|memcpy|memmove|memset|concat|unpool|slice|ibilinear|"
-     r"resize|zip|packw|pack_", "copy / pad / layout"),
+    (r"_pad_|xx_pad|fill", "pad"),
+    (r"transpose|copy|memcpy|memmove|memset|concat|unpool|slice|ibilinear|resize|zip|packw|"
+     r"pack_", "copy / layout"),
 ]
+# The function XNNPACK's runtime calls once per operator: where the plugin splits segments.
+OPERATOR_ENTRY = ("libpywrap_litert_common.so", "xnn_run_operator_with_index")
+
+
+
+# TFLite op -> the kernel kind (CATEGORIES' labels) XNNPACK runs it with.
+OP_KINDS = {"DEPTHWISE_CONV_2D": "depthwise conv", "FULLY_CONNECTED": "conv 1x1 / dense (gemm)",
+            "ADD": "add", "MUL": "mul", "MEAN": "mean / reduce", "SUM": "mean / reduce",
+            "AVERAGE_POOL_2D": "average pool", "MAX_POOL_2D": "max pool",
+            "HARD_SWISH": "activation", "LOGISTIC": "activation", "RELU": "activation",
+            "RELU6": "activation", "TANH": "activation", "LEAKY_RELU": "activation",
+            "QUANTIZE": "convert / requantize", "DEQUANTIZE": "convert / requantize"}
+LAYOUT_OPS = ("CONCATENATION", "RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
+              "SPLIT", "SPLIT_V", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "DEPTH_TO_SPACE",
+              "SPACE_TO_DEPTH")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +50,7 @@ class Block:
     vaddr: int
     executions: int
     classes: tuple  # instructions per execution, per class (CLASSES)
+    segment: int = 0  # 0 before the first operator, then one per XNNPACK operator
 
     @property
     def instructions(self):
@@ -56,10 +73,13 @@ class KernelCost:
 class OpCost:
     index: int
     op: str
+    name: str  # its output tensor's name (the Keras layer path, as the converter kept it)
+    inputs: int  # tensor inputs, constants included
     output_shape: list
     macs: int
     bytes: int  # every input (weights too) and output read or written once
-    dtype: str
+    dtype: str  # of the weights, for convs and dense layers
+    kind: str  # the kernel kind that runs it (CATEGORIES' labels)
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -145,6 +165,75 @@ def _symbols(path):
     return [a for a, _ in rows], [n for _, n in rows]
 
 
+def symbol_offset(path, name):
+    """The address of function `name` in the ELF file at `path` (its symbol table)."""
+    addresses, names = _symbols(path)
+    for address, symbol in zip(addresses, names):
+        if symbol == name:
+            return address
+    raise LookupError(f"{name} is not in {path}'s symbol table")
+
+
+@dataclasses.dataclass
+class OperatorCost:
+    """One XNNPACK operator of an invoke, in run order, matched to the TFLite op it runs."""
+
+    position: int  # 1-based, in run order
+    kind: str  # of its main kernel
+    kernel: str
+    instructions: int  # its kernel and the runtime code until the next operator
+    classes: dict
+    op_index: int = -1  # the matched TFLite op (-1: none)
+    op: str = ""
+    name: str = ""
+    macs: int = 0
+    bytes: int = 0
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def operator_costs(blocks, symbols, ops):
+    """Splits the blocks of one invoke by segment (one per XNNPACK operator), names each by
+    its main kernel and matches them to the graph's ops in order: an operator of kind K
+    of the same kind (see below). Segment 0 (before the first operator) is left out."""
+    by_segment = collections.defaultdict(list)
+    for block in blocks:
+        by_segment[block.segment].append(block)
+    operators = []
+    for segment in sorted(s for s in by_segment if s > 0):
+        per_function = collections.defaultdict(int)
+        classes = np.zeros(len(CLASSES), dtype=np.int64)
+        for block in by_segment[segment]:
+            library, function = symbols.lookup(block.vaddr)
+            per_function[(library, function)] += block.instructions
+            classes += block.executions * np.asarray(block.classes, dtype=np.int64)
+        ranked = sorted(per_function.items(), key=lambda kv: -kv[1])
+        # Its kernel: the costliest function of a known kernel kind (a copy operator's
+        # kernel is a thin wrapper around memcpy), else the costliest one.
+        known = {label for _, label in CATEGORIES}
+        kernels = [kv for kv in ranked if category(kv[0][1], kv[0][0]) in known]
+        (library, function), _ = (kernels or ranked)[0]
+        operators.append(OperatorCost(
+            position=len(operators) + 1, kind=category(function, library), kernel=function,
+            instructions=int(classes.sum()), classes=dict(zip(CLASSES, map(int, classes)))))
+    # XNNPACK runs the nodes in graph order, so within one kind the k-th operator runs the
+    # k-th op (a concat of n inputs is n copy operators). Kinds whose counts differ (PADs
+    # fused into convs) are left unmatched rather than guessed.
+    expected, found = collections.defaultdict(list), collections.defaultdict(list)
+    for op in ops:
+        expected[op.kind] += [op] * (op.inputs if op.op == "CONCATENATION" else 1)
+    for operator in operators:
+        found[operator.kind].append(operator)
+    for kind, members in found.items():
+        if len(members) != len(expected[kind]):
+            continue
+        for operator, op in zip(members, expected[kind]):
+            operator.op_index, operator.op, operator.name = op.index, op.op, op.name
+            operator.macs, operator.bytes = op.macs, op.bytes
+    return operators
+
+
 def kernel_costs(blocks, symbols):
     """Sums the blocks of one region by function; most instructions first."""
     totals = collections.defaultdict(lambda: np.zeros(len(CLASSES), dtype=np.int64))
@@ -184,8 +273,16 @@ def op_costs(model_content):
             macs = int(np.prod(out_shape)) * int(per_output)
         dtype = np.dtype(tensors[inputs[1]]["dtype"]).name if name in (
             "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else ""
-        costs.append(OpCost(index=op["index"], op=name, output_shape=out_shape, macs=macs,
-                            bytes=sum(map(nbytes, inputs + outputs)), dtype=dtype))
+        if name == "CONV_2D":
+            pointwise = np.prod(tensors[inputs[1]]["shape"][1:3]) == 1
+            kind = "conv 1x1 / dense (gemm)" if pointwise else "conv kxk (igemm)"
+        else:
+            kind = ("pad" if name in ("PAD", "PADV2") else "copy / layout" if name in LAYOUT_OPS
+                    else OP_KINDS.get(name, name.lower()))
+        tensor_name = tensors[outputs[0]]["name"] if outputs else ""
+        costs.append(OpCost(index=op["index"], op=name, name=tensor_name[:120],
+                            inputs=len(inputs), output_shape=out_shape, macs=macs,
+                            bytes=sum(map(nbytes, inputs + outputs)), dtype=dtype, kind=kind))
     return costs
 
 
@@ -196,34 +293,58 @@ def model_kind(ops):
 
 
 def kernel_markdown(result, top=15):
-    """Per-category and top-kernel tables of an ArmResult run with kernels=True."""
-    kernels = result.kernels
+    """The count of an ArmResult run with kernels=True by kernel kind, beside the graph's
+    ops of that kind (MACs, bytes moved), then the top functions."""
     total = result.arm_instructions or 1
-    by_cat = collections.defaultdict(lambda: [0, 0, 0])
-    for k in kernels:
-        row = by_cat[k["category"]]
-        row[0] += k["instructions"]
-        row[1] += k["classes"]["dot"] + k["classes"]["i8mm"]
-        row[2] += k["classes"]["simd"]
+    kinds = collections.defaultdict(lambda: {"instructions": 0, "simd": 0, "dot": 0, "ops": 0,
+                                             "macs": 0, "bytes": 0})
+    for k in result.kernels:
+        row = kinds[k["category"]]
+        row["instructions"] += k["instructions"]
+        row["simd"] += k["classes"]["simd"]
+        row["dot"] += k["classes"]["dot"] + k["classes"]["i8mm"]
+    for op in result.ops:
+        row = kinds[op["kind"]]
+        row["ops"] += 1
+        row["macs"] += op["macs"]
+        row["bytes"] += op["bytes"]
     lines = [f"{result.model} on {result.cpu}: {result.arm_instructions / 1e6:.2f}M "
-             "instructions per invoke, by XNNPACK kernel kind (exact counts; memory stalls "
-             "are not in them)", "",
-             "| kind | M instr | share | SIMD M | dot+i8mm M |", "|---|---:|---:|---:|---:|"]
-    for cat, (n, dot, simd) in sorted(by_cat.items(), key=lambda kv: -kv[1][0]):
-        lines.append(f"| {cat} | {n / 1e6:.2f} | {100 * n / total:.1f}% | {simd / 1e6:.2f} | "
-                     f"{dot / 1e6:.2f} |")
+             "instructions per invoke by kernel kind (exact counts of one steady-state invoke; "
+             "memory stalls are not in them), beside the graph's ops of that kind", "",
+             "| kind | M instr | share | SIMD M | dot+i8mm M | ops | M MACs | MB moved | "
+             "instr / byte |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for kind, r in sorted(kinds.items(), key=lambda kv: -kv[1]["instructions"]):
+        per_byte = f"{r['instructions'] / r['bytes']:.2f}" if r["bytes"] else "-"
+        lines.append(f"| {kind} | {r['instructions'] / 1e6:.2f} | "
+                     f"{100 * r['instructions'] / total:.1f}% | {r['simd'] / 1e6:.2f} | "
+                     f"{r['dot'] / 1e6:.2f} | {r['ops'] or '-'} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['bytes'] / 1e6:.2f} | {per_byte} |")
     lines += ["", "| function | kind | M instr | share |", "|---|---|---:|---:|"]
-    for k in kernels[:top]:
+    for k in result.kernels[:top]:
         lines.append(f"| `{k['function'][:90]}` | {k['category']} | "
                      f"{k['instructions'] / 1e6:.3f} | {100 * k['instructions'] / total:.1f}% |")
-    if result.ops:
-        by_op = collections.defaultdict(lambda: [0, 0, 0])
-        for op in result.ops:
-            row = by_op[op["op"]]
-            row[0] += 1
-            row[1] += op["macs"]
-            row[2] += op["bytes"]
-        lines += ["", "| TFLite op | count | M MACs | MB moved |", "|---|---:|---:|---:|"]
-        for name, (count, macs, moved) in sorted(by_op.items(), key=lambda kv: -kv[1][2]):
-            lines.append(f"| {name} | {count} | {macs / 1e6:.1f} | {moved / 1e6:.2f} |")
+    if result.operators:
+        matched = sum(1 for o in result.operators if o["op_index"] >= 0)
+        lines += ["", f"The {top} costliest of {len(result.operators)} XNNPACK operators, in "
+                  f"run order ({matched} matched to a TFLite op):", "",
+                  "| # | TFLite op | output | kernel | M instr | MACs / instr | KB moved |",
+                  "|---:|---|---|---|---:|---:|---:|"]
+        costly = sorted(result.operators, key=lambda o: -o["instructions"])[:top]
+        for o in sorted(costly, key=lambda o: o["position"]):
+            shape = "x".join(map(str, _output_shape(result, o))) or "-"
+            ratio = f"{o['macs'] / o['instructions']:.2f}" if o["macs"] else "-"
+            lines.append(f"| {o['position']} | {o['op'] or '?'} | {shape} | "
+                         f"`{_short(o['kernel'])}` | {o['instructions'] / 1e6:.3f} | {ratio} | "
+                         f"{o['bytes'] / 1e3:.0f} |")
     return "\n".join(lines)
+
+
+def _output_shape(result, operator):
+    for op in result.ops:
+        if op["index"] == operator["op_index"]:
+            return op["output_shape"][1:]
+    return []
+
+
+def _short(kernel):
+    return re.sub(r"^xnn_|_ukernel", "", kernel)[:60]

@@ -3,9 +3,11 @@
  * the guest sets with lseek(-1, KG_MAGIC | op << 32 | region, 0) (fails with EBADF, so
  * the guest is otherwise undisturbed).
  *
- *   op 1: start region; op 2: stop region and write its counts to out=FILE.
- *   blocks=R: also write, when region R stops, each translated block that ran in it
- *   (guest address, executions, instructions per class), for attribution to symbols.
+ *   op 1: start region; op 2: stop region and write its counts to out=FILE;
+ *   op 3: the third argument is a guest address whose block starts a new segment.
+ *   blocks=R: also write, for region R, each translated block that ran in it (guest
+ *   address, executions, instructions per class), for attribution to symbols, split into
+ *   segments at each execution of the op-3 address (e.g. once per XNNPACK operator).
  *   harness=LO:HI (hex guest addresses): blocks there (the Python interpreter's own code,
  *   whose bookkeeping varies by a few hundred instructions from call to call) are counted
  *   apart, as "harness", and left out of the classes and the total.
@@ -33,7 +35,7 @@ typedef struct {
     uint64_t vaddr;
     uint32_t n[NCLASS];
     uint64_t execs;
-    uint64_t base;
+    uint64_t base;  /* execs when the current segment began */
 } Block;
 
 static uint64_t counts[NCLASS + 1];  /* the last one: harness */
@@ -43,6 +45,9 @@ static Block **blocks;
 static size_t n_blocks, cap_blocks;
 static int per_block;
 static uint64_t block_region;
+static uint64_t split_addr;
+static int in_block_region;
+static uint64_t segment;
 static FILE *out;
 
 /* Arm ARM encodings: SDOT/UDOT (vector, by element); SMMLA/UMMLA/USMMLA, USDOT/SUDOT;
@@ -68,6 +73,32 @@ static int classify(uint32_t i)
         return SIMD;
     }
     return SCALAR;
+}
+
+/* Writes the blocks that ran since the segment began, and begins the next one. */
+static void flush_segment(void)
+{
+    for (size_t k = 0; k < n_blocks; k++) {
+        Block *b = blocks[k];
+        uint64_t runs = b->execs - b->base;
+        if (runs) {
+            fprintf(out, "block %" PRIu64 " %" PRIu64 " 0x%" PRIx64 " %" PRIu64, block_region,
+                    segment, b->vaddr, runs);
+            for (int c = 0; c < NCLASS; c++) {
+                fprintf(out, " %u", b->n[c]);
+            }
+            fputc('\n', out);
+            b->base = b->execs;
+        }
+    }
+    segment++;
+}
+
+static void on_split(unsigned int vcpu, void *udata)
+{
+    if (in_block_region) {
+        flush_segment();
+    }
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -111,14 +142,19 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         blocks[n_blocks++] = b;
         qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->execs, 1);
     }
+    if (split_addr && vaddr == split_addr) {
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_split, QEMU_PLUGIN_CB_NO_REGS, NULL);
+    }
 }
 
-static void start_region(void)
+static void start_region(uint64_t region)
 {
     memcpy(region_base, counts, sizeof(counts));
     for (size_t k = 0; k < n_blocks; k++) {
         blocks[k]->base = blocks[k]->execs;
     }
+    in_block_region = per_block && region == block_region;
+    segment = 0;
 }
 
 static void stop_region(uint64_t region)
@@ -132,16 +168,9 @@ static void stop_region(uint64_t region)
     }
     fprintf(out, " total=%" PRIu64 " harness=%" PRIu64 "\n", total,
             counts[NCLASS] - region_base[NCLASS]);
-    for (size_t k = 0; per_block && region == block_region && k < n_blocks; k++) {
-        Block *b = blocks[k];
-        uint64_t runs = b->execs - b->base;
-        if (runs) {
-            fprintf(out, "block %" PRIu64 " 0x%" PRIx64 " %" PRIu64, region, b->vaddr, runs);
-            for (int c = 0; c < NCLASS; c++) {
-                fprintf(out, " %u", b->n[c]);
-            }
-            fputc('\n', out);
-        }
+    if (in_block_region) {
+        flush_segment();
+        in_block_region = 0;
     }
     fflush(out);
 }
@@ -155,9 +184,11 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     }
     uint64_t op = (a2 >> 32) & 0xFFFF, region = a2 & 0xFFFFFFFFu;
     if (op == 1) {
-        start_region();
+        start_region(region);
     } else if (op == 2) {
         stop_region(region);
+    } else if (op == 3) {
+        split_addr = a3;
     }
 }
 

@@ -53,6 +53,7 @@ class ArmEnvironment:
     numpy_version: str
     suite: str
     harness: tuple  # guest address range of the interpreter's own code (see counting.c)
+    plugin_source: str = ""  # sha256 of the counting.c the plugin was built from
     format: int = FORMAT
 
     def prefix(self, cpu):
@@ -106,7 +107,30 @@ def find_environment(cache_dir=None):
         if not os.path.exists(f):
             raise ArmSetupError(f"{f} of the aarch64 environment is gone: rerun "
                                 "`python tflite/benchmark.py --arm-setup`.")
+    if env.plugin_source != _plugin_source_hash():  # counting.c changed since the build
+        build_plugin(path)
+        env.plugin_source = _plugin_source_hash()
+        write_atomic(dataclasses.asdict(env), manifest)
     return env
+
+
+def _plugin_source_hash():
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).with_name("counting.c").read_bytes()).hexdigest()
+
+
+def build_plugin(env_dir):
+    """Compiles counting.c against the qemu-plugin.h kept in `env_dir` (atomically)."""
+    env_dir = Path(env_dir)
+    fd, tmp = tempfile.mkstemp(dir=env_dir, prefix=".counting.", suffix=".so")
+    os.close(fd)
+    try:
+        run_checked(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{env_dir}", "-o", tmp,
+                     str(Path(__file__).with_name("counting.c"))], "building the counting plugin")
+        os.replace(tmp, env_dir / "counting.so")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def setup(cache_dir=None, mirror=None, progress=print):
@@ -152,7 +176,7 @@ def _build(cache, mirror, progress):
             path=str(final), qemu=shutil.which("qemu-aarch64"), qemu_version=qemu_version,
             plugin=str(final / "counting.so"), python=python, python_version=python_version,
             litert_version=_host_litert_version(), numpy_version=numpy_version, suite=suite,
-            harness=(0, 0))
+            harness=(0, 0), plugin_source=_plugin_source_hash())
         progress("[5/5] smoke test: import ai_edge_litert on emulated cortex-a53")
         env.harness = _smoke_test(env, work)
         write_atomic(dataclasses.asdict(env), work / "manifest.json")
@@ -271,10 +295,8 @@ def _plugin(work, apt_dir):
     run_checked(["tar", "-xf", str(tarballs[0]), "-C", str(apt_dir / "src"), "--wildcards",
           "*/include/qemu/qemu-plugin.h"], "extracting qemu-plugin.h")
     header = next((apt_dir / "src").glob("*/include/qemu/qemu-plugin.h"))
-    source = Path(__file__).with_name("counting.c")
     shutil.copy(header, work / "qemu-plugin.h")
-    run_checked(["gcc", "-O2", "-shared", "-fPIC", "-Wall", f"-I{work}", "-o",
-          str(work / "counting.so"), str(source)], "building the counting plugin")
+    build_plugin(work)
     return version
 
 

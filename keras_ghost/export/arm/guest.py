@@ -24,6 +24,10 @@ class GuestJob:
     maps: str  # the guest's /proc/self/maps, for symbolizing the plugin's blocks
     runs: int = 3  # steady-state invokes counted (after the first)
     num_threads: int = 1
+    # Where the plugin starts a new segment (once per XNNPACK operator): a function's
+    # offset in a library the interpreter loads; 0: no segments.
+    split_library: str = ""
+    split_offset: int = 0
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self))
@@ -57,6 +61,9 @@ def main(argv):
         syscall(SYS_LSEEK, -1, stop, 0)
         return out
 
+    if job.split_offset:
+        base = _library_base(job.split_library)
+        syscall(SYS_LSEEK, -1, MAGIC | 3 << 32, base + job.split_offset)
     with open(job.model, "rb") as f:
         content = f.read()
     inputs = np.load(job.inputs)
@@ -81,6 +88,16 @@ def main(argv):
     np.savez(job.outputs, **outputs)
     with open("/proc/self/maps") as f, open(job.maps, "w") as out:
         out.write(f.read())
+
+
+def _library_base(name):
+    """The load address of a loaded library (its mapping at file offset 0)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5].endswith("/" + name) and int(parts[2], 16) == 0:
+                return int(parts[0].split("-")[0], 16)
+    raise RuntimeError(f"{name} is not loaded")
 
 
 if __name__ == "__main__":

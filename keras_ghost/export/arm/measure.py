@@ -43,6 +43,7 @@ class ArmResult:
     floor_instructions: int  # macs / the core's MACs per widest instruction of that kind
     kernels: list = dataclasses.field(default_factory=list)  # attribution.KernelCost dicts
     ops: list = dataclasses.field(default_factory=list)  # attribution.OpCost dicts
+    operators: list = dataclasses.field(default_factory=list)  # attribution.OperatorCost dicts
     source: str = "qemu-aarch64"
 
     @property
@@ -103,8 +104,8 @@ def parse_counts(text):
             regions.setdefault(int(parts[1]), []).append(
                 {k: int(v) for k, v in (p.split("=") for p in parts[2:])})
         elif parts and parts[0] == "block":
-            blocks.append(attribution.Block(int(parts[2], 16), int(parts[3]),
-                                            tuple(int(n) for n in parts[4:])))
+            blocks.append(attribution.Block(int(parts[3], 16), int(parts[4]),
+                                            tuple(int(n) for n in parts[5:]), int(parts[2])))
     return regions, blocks
 
 
@@ -118,6 +119,13 @@ def run(paths, cpus=("cortex-a76",), runs=3, seed=0, kernels=False, env=None, jo
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}.")
     tmp = tempfile.TemporaryDirectory(prefix="keras_ghost_arm_")
+    split = {}
+    if kernels:
+        library, function = attribution.OPERATOR_ENTRY
+        found = list((Path(env.path) / "root").glob(f"opt/litert/ai_edge_litert/{library}"))
+        if found:
+            split = dict(split_library=library,
+                         split_offset=attribution.symbol_offset(str(found[0]), function))
     tasks = []
     for index, path in enumerate(paths):
         content = Path(path).read_bytes()
@@ -135,7 +143,7 @@ def run(paths, cpus=("cortex-a76",), runs=3, seed=0, kernels=False, env=None, jo
         stem = f"{cpu.name.replace(',', '_').replace('=', '_')}"
         job = GuestJob(model=str(path.resolve()), inputs=str(work / "inputs.npz"),
                        outputs=str(work / f"{stem}_out.npz"), maps=str(work / f"{stem}.maps"),
-                       runs=runs)
+                       runs=runs, **split)
         (work / f"{stem}.json").write_text(job.to_json())
         counts = work / f"{stem}.counts"
         lo, hi = env.harness
@@ -173,6 +181,8 @@ def run(paths, cpus=("cortex-a76",), runs=3, seed=0, kernels=False, env=None, jo
             symbols = attribution.Symbolizer((work / f"{stem}.maps").read_text())
             result.kernels = [k.as_dict() for k in attribution.kernel_costs(blocks, symbols)]
             result.ops = [op.as_dict() for op in ops]
+            result.operators = [o.as_dict()
+                                for o in attribution.operator_costs(blocks, symbols, ops)]
         progress(f"  {path.name} on {cpu.name}: {result.arm_instructions / 1e6:.2f}M "
                  f"instructions/invoke, outputs {'match' if match else 'DIFFER from'} x86 "
                  f"({time.perf_counter() - start:.0f} s)")
