@@ -65,6 +65,18 @@ def assert_builtin_layers_only(model):
         assert module.startswith("keras.") or isinstance(layer, allowed_custom), (layer.name, module)
 
 
+def load_script(relative_path):
+    """A CLI script of the repo (e.g. "tflite/convert.py") imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relative_path
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (for multi-worker tests)."""
     import socket

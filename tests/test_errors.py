@@ -137,3 +137,9 @@ def test_ghost_module_rejects_bad_arguments():
     import keras
     with pytest.raises(ValueError, match="ratio >= 2"):
         keras_ghost.layers.ghost_module(keras.Input((8, 8, 4)), 8, ratio=1)
+
+
+def test_argument_the_builder_does_not_take():
+    # e.g. convert.py / train.py --width for a variant without a width multiplier
+    with pytest.raises(ValueError, match=r"'resnet34' \(ResNet34\) takes no argument 'width'"):
+        keras_ghost.create_model("resnet34", width=0.5)

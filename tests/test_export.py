@@ -1,6 +1,5 @@
 """TFLite export: every variant converts, runs in LiteRT, uses builtin ops only."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -8,8 +7,8 @@ import pytest
 
 import keras_ghost
 from keras_ghost import export
-from conftest import REPO, SHARED
-from helpers import randomize_bn, registry_sweep
+from conftest import SHARED
+from helpers import load_script, randomize_bn, registry_sweep
 
 SMALL = (32, 32, 3)
 
@@ -63,10 +62,7 @@ def test_fp16_and_dynamic_range(mode, calibration):
 
 
 def _convert_cli():
-    spec = importlib.util.spec_from_file_location("convert_cli", REPO / "tflite" / "convert.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tflite/convert.py")
 
 
 def test_convert_cli_end_to_end(tmp_path):
@@ -86,6 +82,7 @@ def test_convert_cli_end_to_end(tmp_path):
     (["--model", "ghostnet_050", "--width", "-1"], "width must be a positive number"),
     (["--model", "ghostnet_050", "--input-size", "16"], "at least 32"),
     (["--model", "ghostnet_050", "--weights", "missing.pth"], "Weights file not found"),
+    (["--model", "resnet34", "--width", "0.5"], "'resnet34' .ResNet34. takes no argument 'width'"),
     (["--int8", "--model", "ghostnet_050", "--calib-data", "cifar100:train"], "not prepared"),
 ])
 def test_convert_cli_bad_input_is_one_error_line(args, message, tmp_path):
@@ -163,9 +160,7 @@ def test_local_benchmark_interleaved(tmp_path):
 
 
 def test_compare_cli_times_ours_and_a_keras_peer(tmp_path):
-    spec = importlib.util.spec_from_file_location("compare_cli", REPO / "tflite" / "compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_script("tflite/compare.py")
     md = tmp_path / "report.md"
     results = compare.main(["--models", "ghostnet_050", "mobilenetv3small", "--modes", "int8",
                             "--num-threads", "1", "--runs", "3", "--warmup-runs", "1",

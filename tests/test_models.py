@@ -129,26 +129,40 @@ def test_keras_applications_signature():
     assert on_tensor.inputs[0] is tensor
 
 
-def test_builders_document_their_arguments():
-    """Every builder documents each of its arguments (the shared keras.applications ones
-    come from one block), or points to the builder whose arguments it shares."""
+# The keras.applications arguments every builder takes, with their keras.applications
+# defaults (classes and dropout_rate: the builder's own).
+APPLICATION_DEFAULTS = dict(include_top=True, weights=None, input_shape=None, input_tensor=None,
+                            pooling=None, classifier_activation="softmax",
+                            include_preprocessing=False, name=None)
+APPLICATION = {*APPLICATION_DEFAULTS, "classes", "dropout_rate"}
+BUILDERS = sorted({keras_ghost.get_spec(name).builder for name in MODELS},
+                  key=lambda b: b.__name__)
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=lambda b: b.__name__)
+def test_builders_take_and_document_the_shared_arguments(builder):
+    """Every builder takes the shared keras.applications arguments (and `width` where its
+    variants are defined by one), with the same defaults, and documents each of its
+    arguments (the shared ones come from one block) or points to the builder whose
+    arguments it shares."""
     import inspect
 
-    application = {"include_top", "weights", "input_shape", "input_tensor", "pooling",
-                   "classes", "classifier_activation", "dropout_rate",
-                   "include_preprocessing", "name"}
-    builders = {keras_ghost.get_spec(name).builder for name in keras_ghost.list_models()}
-    for builder in builders:
-        doc, params = inspect.getdoc(builder), inspect.signature(builder).parameters
-        assert doc and "{application_args}" not in doc, builder.__name__
-        if "Args:" in doc:
-            missing = [p for p in params if f"\n    {p}: " not in doc]
-        elif "as in keras.applications" in doc:  # and its own arguments in the text
-            missing = [p for p in params if p not in application and f"`{p}`" not in doc]
-        else:
-            assert "Same arguments as `" in doc, builder.__name__
-            missing = []
-        assert not missing, (builder.__name__, missing)
+    doc, params = inspect.getdoc(builder), inspect.signature(builder).parameters
+    by_width = any("width" in keras_ghost.get_spec(n).kwargs for n in MODELS
+                   if keras_ghost.get_spec(n).builder is builder)
+    shared = APPLICATION | ({"width"} if by_width else set())
+    assert not shared - set(params), sorted(shared - set(params))
+    assert {k: params[k].default for k in APPLICATION_DEFAULTS} == APPLICATION_DEFAULTS
+
+    assert doc and "{application_args}" not in doc
+    if "Args:" in doc:
+        missing = [p for p in params if f"\n    {p}: " not in doc]
+    elif "as in keras.applications" in doc:  # and its own arguments in the text
+        missing = [p for p in params if p not in APPLICATION and f"`{p}`" not in doc]
+    else:
+        assert "Same arguments as `" in doc
+        missing = []
+    assert not missing, missing
 
 
 def test_preprocessing_inside_graph_matches_preprocess_input():

@@ -54,25 +54,31 @@ def parse_args(argv=None):
     return args
 
 
+def build_model(args):
+    """The model the flags describe: `(spec, input_shape, model)`, logits out."""
+    import keras_ghost
+
+    spec = keras_ghost.get_spec(args.model)
+    size = args.input_size or list(spec.input_size[:2])
+    input_shape = (size[0], size[-1], 3)
+    kwargs = dict(input_shape=input_shape, classifier_activation=None,
+                  include_preprocessing=args.include_preprocessing)
+    if args.width is not None:
+        kwargs["width"] = args.width
+    if args.weights and args.weights.lower() != "none":
+        kwargs["weights"] = args.weights
+    return spec, input_shape, keras_ghost.create_model(args.model, **kwargs)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    import keras_ghost
     from keras_ghost import export
     from keras_ghost.weights import WeightsDownloadError
 
     # Bad input (model name, width, weights, offline download, calibration source): the
     # library's message, without a traceback.
     try:
-        spec = keras_ghost.get_spec(args.model)
-        size = args.input_size or list(spec.input_size[:2])
-        input_shape = (size[0], size[-1], 3)
-        kwargs = dict(input_shape=input_shape, classifier_activation=None,
-                      include_preprocessing=args.include_preprocessing)
-        if args.width is not None:
-            kwargs["width"] = args.width
-        if args.weights and args.weights.lower() != "none":
-            kwargs["weights"] = args.weights
-        model = keras_ghost.create_model(args.model, **kwargs)
+        spec, input_shape, model = build_model(args)
         images = export.load_images(args.calib_data, args.data_dir,
                                     limit=args.calib_steps + args.holdout)
     except (ValueError, FileNotFoundError, WeightsDownloadError) as e:

@@ -147,21 +147,42 @@ RECIPE_FLAGS = ("dataset", "train_split", "eval_split", "image_size", "randaugme
                 "ema_decay", "gradient_accumulation_steps")
 
 
+def load_config(args):
+    """`(spec, recipe, image_size)`: the variant, its recipe with the flags applied, and
+    the input size (the recipe's, else the variant's)."""
+    import keras_ghost
+    from keras_ghost.training import recipes
+
+    spec = keras_ghost.get_spec(args.model)
+    recipe = recipes.load_recipe(args.recipe).replace(
+        **{k: getattr(args, k) for k in RECIPE_FLAGS})
+    return spec, recipe, recipe.image_size or spec.input_size[0]
+
+
+def model_builder(args, image_size):
+    """The `model_fn(recipe, classes)` that the trainer builds the model with (logits out)."""
+    import keras_ghost
+
+    def model_fn(recipe, classes):
+        kwargs = {} if args.width is None else {"width": args.width}
+        if recipe.dropout is not None:
+            kwargs["dropout_rate"] = recipe.dropout
+        return keras_ghost.create_model(args.model, input_shape=(image_size, image_size, 3),
+                                        classes=classes, classifier_activation=None, **kwargs)
+    return model_fn
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.qat or args.prune:
         return quantization_finetune(args)
-    import keras_ghost
     from keras_ghost.training import data as data_lib
-    from keras_ghost.training import recipes, trainer
+    from keras_ghost.training import trainer
 
     try:
-        spec = keras_ghost.get_spec(args.model)
-        recipe = recipes.load_recipe(args.recipe).replace(
-            **{k: getattr(args, k) for k in RECIPE_FLAGS})
+        spec, recipe, image_size = load_config(args)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    image_size = recipe.image_size or spec.input_size[0]
     options = trainer.TrainOptions(
         output_dir=args.output_dir or Path("out/train") / args.model,
         data_dir=args.data_dir, image_folder=args.image_folder, mean=spec.mean, std=spec.std,
@@ -175,13 +196,7 @@ def main(argv=None):
         tensorboard=not args.no_tensorboard, cache=args.cache,
         verbose="auto" if args.verbose is None else args.verbose,
         custom_loop={"auto": None, "fit": False, "custom": True}[args.loop])
-
-    def model_fn(recipe, classes):
-        kwargs = {} if args.width is None else {"width": args.width}
-        if recipe.dropout is not None:
-            kwargs["dropout_rate"] = recipe.dropout
-        return keras_ghost.create_model(args.model, input_shape=(image_size, image_size, 3),
-                                        classes=classes, classifier_activation=None, **kwargs)
+    model_fn = model_builder(args, image_size)
 
     try:
         if args.benchmark_input:

@@ -80,12 +80,18 @@ def preprocessing_layer(spec_mean, spec_std):
     return layers.Normalization(mean=mean, variance=variance, name="preprocess")
 
 
+def classifier(x, classes, classifier_activation, dropout_rate, name="head.classifier",
+               dropout_name="head.dropout"):
+    """Dropout (when `dropout_rate` is nonzero), then the Dense classifier."""
+    if dropout_rate:
+        x = layers.Dropout(dropout_rate, name=dropout_name)(x)
+    return layers.Dense(classes, activation=classifier_activation, name=name)(x)
+
+
 def classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate):
     """keras.applications semantics: a Dense classifier, or the pooled / unpooled features."""
     if include_top:
-        if dropout_rate:
-            x = layers.Dropout(dropout_rate, name="head.dropout")(x)
-        return layers.Dense(classes, activation=classifier_activation, name="head.classifier")(x)
+        return classifier(x, classes, classifier_activation, dropout_rate)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="head.pool")(x)
     if pooling == "max":

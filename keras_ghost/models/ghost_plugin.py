@@ -15,7 +15,8 @@ from keras_ghost.layers.common import BN_EPSILON, BN_MOMENTUM, conv_bn
 from keras_ghost.layers.residual import basic_block
 from keras_ghost.models import base
 from keras_ghost.models.ghostify import ghostify
-from keras_ghost.models.registry import CIFAR10_MEAN, CIFAR10_STD, find_spec, register
+from keras_ghost.models.registry import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD,
+                                         find_spec, register)
 from keras_ghost.weights import load_weights
 
 
@@ -37,6 +38,7 @@ RESNET_STEM_CHANNELS = 16
 VGG16_STAGES = (VGGStage(64, 2), VGGStage(128, 2), VGGStage(256, 3), VGGStage(512, 3),
                 VGGStage(512, 3))
 VGG_HIDDEN = 512
+RESNET50_MIN_SIZE = 32  # keras.applications' minimum (it downsamples by 32)
 
 
 def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, weights,
@@ -73,7 +75,8 @@ def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, 
 
 def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=10,
-                  classifier_activation="softmax", include_preprocessing=False, name=None):
+                  classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
+                  name=None):
     """ResNet-56 for 32x32 CIFAR images (He et al. 2016), or Ghost-ResNet-56 with
     `ghost_ratio` (s) and `ghost_dw_size` (d): every conv a ghost module.
 
@@ -91,7 +94,7 @@ def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=N
                         ghost_dw_size=ghost_dw_size, include_top=include_top, weights=weights,
                         input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                         classes=classes, classifier_activation=classifier_activation,
-                        dropout_rate=0.0, include_preprocessing=include_preprocessing,
+                        dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
                         name=name, min_size=4)
 
 
@@ -121,19 +124,31 @@ def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None
 
 def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=1000,
-                  classifier_activation="softmax", name=None):
+                  classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
+                  name=None):
     """Ghost-ResNet-50: keras.applications ResNet50 with every conv but the stem a ghost
     module (`ghost_ratio` s, `ghost_dw_size` d). Starts from fresh weights (there are no
     reference ones); `weights` takes a file saved from the same configuration. Other
-    arguments as in keras.applications' ResNet50."""
+    arguments as in keras.applications; `include_preprocessing` normalizes with the
+    ImageNet mean/std, `dropout_rate` drops before the classifier."""
     spec = find_spec(GhostResNet50, ghost_ratio=ghost_ratio)
     base.check_top_args(include_top, weights, classes, pooling, spec)
     name = name or (spec.name if spec else f"ghost_resnet50_s{ghost_ratio}")
-    plain = keras.applications.ResNet50(
-        include_top=include_top, weights=None, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation)
-    model = ghostify(plain, ghost_ratio, ghost_dw_size, verbose=False, name=name)
+    default_shape = spec.input_size if spec else (224, 224, 3)
+    inputs, x = base.model_inputs(input_shape, input_tensor, default_shape, RESNET50_MIN_SIZE,
+                                  name)
+    if include_preprocessing:
+        x = base.preprocessing_layer(IMAGENET_MEAN, IMAGENET_STD)(x)
+    # Built on our tensor, so the preprocessing is part of its graph. Keras' own head
+    # cannot take a dropout; ours keeps its layer names (avg_pool, predictions).
+    plain = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x,
+                                        pooling="avg" if include_top else pooling)
+    x = plain.output
+    if include_top:
+        x = base.classifier(x, classes, classifier_activation, dropout_rate, name="predictions",
+                            dropout_name="dropout")
+    model = ghostify(keras.Model(inputs, x), ghost_ratio, ghost_dw_size, verbose=False,
+                     name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec)
     return model

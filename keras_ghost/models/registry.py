@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 from typing import Callable, Mapping, Optional, Tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,4 +74,12 @@ def create_model(name, **kwargs):
     """Builds a registered variant by name; `kwargs` go to its builder (keras.applications
     arguments such as `include_top`, `weights`, `input_shape`, `pooling`, `classes`)."""
     spec = get_spec(name)
+    # A CLI flag the builder has no argument for (e.g. --width for a ResNet): say so
+    # instead of a TypeError traceback.
+    accepted = inspect.signature(spec.builder).parameters
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ValueError(f"'{name}' ({spec.family}) takes no argument "
+                         f"{', '.join(repr(k) for k in unknown)}; it takes "
+                         f"{', '.join(accepted)}.")
     return spec.builder(**{**spec.kwargs, **kwargs})
