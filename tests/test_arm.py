@@ -195,3 +195,12 @@ def test_sme_kernels_match_x86_under_backports_qemu(environment, tmp_path):
     (broken,) = sme.check([path], env=environment, qemu=environment.qemu,
                           progress=lambda *a: None)
     assert broken.qemu_version.startswith("7.2") and not broken.arm_matches_x86
+
+
+def test_sme_encodings():
+    from keras_ghost.export.arm.sme import is_sme
+
+    smstart, smstop, fmopa = 0xD503477F, 0xD503467F, 0x80800000
+    nop, add, sdot, sve_ld1b = 0xD503201F, 0x8B020020, 0x4E829420, 0xA400A000
+    assert all(is_sme(w) for w in (smstart, smstop, fmopa))
+    assert not any(is_sme(w) for w in (nop, add, sdot, sve_ld1b))

@@ -115,7 +115,8 @@ def deploy_options(variant):
 
 
 def convert_all(args):
-    """Converts every (model, mode) to `out_dir`; returns {(model, mode): path}."""
+    """Converts every (model, mode) to `out_dir`; returns {(model, mode): path} and
+    {(peer, mode): why its converter failed}."""
     import keras_ghost
     from keras_ghost import export
     from keras_ghost.export import peers
@@ -125,7 +126,7 @@ def convert_all(args):
     images = export.load_images(None, None, limit=args.calib_images)
     # One normalization for all (our models' ImageNet mean/std): latency does not care.
     calibration = export.to_model_input(images, shape, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    paths = {}
+    paths, failed = {}, {}
     names = list(args.models)
     if args.with_unoptimized:
         names += [f"{n}/unoptimized" for n in args.models if not peers.is_peer(n)]
@@ -146,7 +147,12 @@ def convert_all(args):
                 continue
             print(f"converting {name} ({mode})", flush=True)
             if peers.is_peer(name):
-                peers.convert_peer(name, mode, calibration, shape, path)
+                try:
+                    peers.convert_peer(name, mode, calibration, shape, path)
+                except peers.PeerConversionError as e:  # the table says so; the rest goes on
+                    print(f"skipping {name} ({mode}): its converter failed: {e.reason}")
+                    failed[(name, mode)] = e.reason
+                    del paths[(name, mode)]
                 continue
             base, _, variant = name.partition("/")
             if model is None:
@@ -160,7 +166,7 @@ def convert_all(args):
             else:
                 content = export.convert(model, mode, calibration, optimize=options is not None)
             export.write_atomic(content, path)
-    return paths
+    return paths, failed
 
 
 def arm_report(results, paths, args):
@@ -184,8 +190,8 @@ def arm_report(results, paths, args):
             cells.append("-" if r is None else f"{r.arm_instructions / 1e6:.2f}" + (
                 "" if r.arm_matches_x86 else " (outputs differ from x86)"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    pairs = list(RATIOS) + [(n, n.split("/")[0]) for n in dict.fromkeys(k[0] for k in by_key)
-                            if "/" in n]
+    variants = [(n, n.split("/")[0]) for n in dict.fromkeys(k[0] for k in by_key) if "/" in n]
+    pairs = list(RATIOS) + [(v, b) for v, b in variants if (b, v) not in RATIOS]
     ratio_lines = []
     for ours, peer in dict.fromkeys(pairs):
         cells = []
@@ -230,6 +236,13 @@ def report(results, paths, args):
     return "\n".join(lines) + "\n\n" + benchmark.markdown(results)
 
 
+def _failures(failed):
+    if not failed:
+        return ""
+    return "\n\nNot converted (their own converter failed):\n" + "\n".join(
+        f"- {name} ({mode}): {reason}" for (name, mode), reason in failed.items())
+
+
 def _ms(result):
     return "-" if result is None else f"{result.avg_us / 1e3:.2f}"
 
@@ -247,14 +260,14 @@ def main(argv=None):
         from keras_ghost.export import arm
 
         env = arm.find_environment(args.arm_cache)  # before converting: says how to build it
-    paths = convert_all(args)
+    paths, failed = convert_all(args)
     files = list(dict.fromkeys(paths.values()))
     if args.arm:
         from keras_ghost.export.arm import measure
 
         print(f"counting {len(files)} models on emulated {', '.join(args.arm)}", flush=True)
         results = measure.run(files, args.arm, env=env)
-        text = arm_report(results, paths, args)
+        text = arm_report(results, paths, args) + _failures(failed)
         print(text)
         if args.markdown:
             write_atomic(text.encode(), args.markdown)
@@ -268,7 +281,7 @@ def main(argv=None):
         print(f"timing {len(files)} models interleaved, {threads} thread(s)", flush=True)
         results += benchmark.benchmark(files, threads, args.warmup_runs, args.runs,
                                        block=args.block)
-    text = report(results, paths, args)
+    text = report(results, paths, args) + _failures(failed)
     print(text)
     if args.markdown:
         write_atomic(text.encode(), args.markdown)
@@ -281,16 +294,20 @@ def main(argv=None):
 
 def _plot(results, args, metric):
     import keras_ghost
-    from keras_ghost.export import benchmark_model
+    from keras_ghost.export import benchmark_model, peers
 
-    # kecam's ports are the same architectures as ours: same reference accuracy.
-    accuracy = {f"kecam_{n}": keras_ghost.get_spec(n).top1
-                for n in ("ghostnet_100", "ghostnetv2_100")}
-    accuracy["mobilenetv2"] = benchmark_model.KERAS_APPLICATIONS_TOP1["mobilenetv2_100"]
-    where = (f"emulated {', '.join(args.arm)}" if metric == "arm_instructions"
-             else "LiteRT + XNNPACK")
-    benchmark_model.plot(results, args.plot, accuracy=accuracy, metric=metric,
-                         title=f"{where}, {args.input_size}x{args.input_size}")
+    # kecam's and timm's ports are the same architectures as ours: same reference accuracy.
+    accuracy = {f"{lib}_{n}": keras_ghost.get_spec(n).top1
+                for lib in ("kecam", "timm") for n in ("ghostnet_100", "ghostnetv2_100")}
+    for peer in ("mobilenetv2", "mobilenetv3large", "mobilenetv3small"):
+        accuracy[peer] = benchmark_model.KERAS_APPLICATIONS_TOP1[f"{peer}_100"]
+    size = f"{args.input_size}x{args.input_size}"
+    if metric == "arm_instructions":
+        return benchmark_model.plot_arm(
+            results, args.plot, accuracy=accuracy, ours=lambda label: not peers.is_peer(label),
+            title=f"LiteRT + XNNPACK on emulated aarch64, {size}, 1 thread (blue: keras_ghost)")
+    return benchmark_model.plot(results, args.plot, accuracy=accuracy,
+                                title=f"LiteRT + XNNPACK, {size}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ PREBUILT_ANDROID_BINARY_URL = (
 
 # ImageNet top-1 (%) of keras.applications peers (width 1.0), from the "Available models"
 # table of https://keras.io/api/applications/.
-KERAS_APPLICATIONS_TOP1 = {"mobilenet_100": 70.4, "mobilenetv2_100": 71.3}
+KERAS_APPLICATIONS_TOP1 = {"mobilenet_100": 70.4, "mobilenetv2_100": 71.3,
+                           "mobilenetv3large_100": 75.6, "mobilenetv3small_100": 68.1}
 
 # --------------------------------------------------------------------------------- parser
 
@@ -378,18 +379,10 @@ def _series_name(key, varies):
     return key[0] + (f" ({', '.join(extras)})" if extras else "")
 
 
-_METRICS = {"avg_us": ("Latency (ms)", 1e3), "arm_instructions": ("M aarch64 instructions", 1e6)}
-
-
-def plot(results, path, accuracy=None, title=None, metric="avg_us"):
-    """Writes an accuracy (y) vs cost (x) PNG, one labelled point per result and a line
+def plot(results, path, accuracy=None, title=None):
+    """Writes an accuracy (y) vs latency (x) PNG, one labelled point per result and a line
     through each family's widths (e.g. ghostnetv2_100/_130/_160). Results without a known
-    top-1 are left out with a warning; `accuracy` ({label: top1}) adds or overrides. The
-    cost is `metric`: latency ("avg_us") or emulated ARM instructions ("arm_instructions",
-    one line per core)."""
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}.")
-    xlabel, scale = _METRICS[metric]
+    top-1 are left out with a warning; `accuracy` ({label: top1}) adds or overrides."""
     try:
         from matplotlib.figure import Figure  # no pyplot: leaves the global backend alone
     except ImportError as e:
@@ -402,9 +395,8 @@ def plot(results, path, accuracy=None, title=None, metric="avg_us"):
             warnings.warn(f"No ImageNet top-1 known for {label!r}; left it off the plot "
                           f"(pass accuracy={{{label!r}: ...}}).", stacklevel=2)
             continue
-        source = r.source + (f" {r.cpu}" if getattr(r, "cpu", None) else "")
-        points.append(_Point(re.sub(r"_\d+$", "", label), mode, r.num_threads, source,
-                             label, getattr(r, metric) / scale, top1))
+        points.append(_Point(re.sub(r"_\d+$", "", label), mode, r.num_threads, r.source,
+                             label, r.avg_us / 1e3, top1))
     if not points:
         raise ValueError("Nothing to plot: no result has a known ImageNet top-1.")
     series = collections.defaultdict(list)
@@ -421,7 +413,7 @@ def plot(results, path, accuracy=None, title=None, metric="avg_us"):
         for p in members:
             ax.annotate(p.label, (p.ms, p.top1), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel("Latency (ms)")
     ax.set_ylabel("ImageNet top-1 (%)")
     if title:
         ax.set_title(title)
@@ -429,4 +421,40 @@ def plot(results, path, accuracy=None, title=None, metric="avg_us"):
     ax.legend()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150)
+    return write_atomic(buf.getvalue(), path)
+
+
+def plot_arm(results, path, accuracy=None, title=None, ours=lambda label: True):
+    """Accuracy (y) vs emulated ARM instructions per invoke (x) of `ArmResult`s: one panel
+    per (mode, core), a labelled point per model; `ours(label)` picks the colour. Results
+    without a known top-1 (e.g. deploy-pass variants) are left out."""
+    from matplotlib.figure import Figure
+
+    points = []
+    for r in results:
+        label, mode = model_label(r.model)
+        top1 = reference_top1(label, accuracy)
+        if top1 is not None:
+            points.append((mode, r.cpu, label, r.arm_instructions / 1e6, top1))
+    if not points:
+        raise ValueError("Nothing to plot: no result has a known ImageNet top-1.")
+    modes = list(dict.fromkeys(p[0] for p in points))
+    cpus = list(dict.fromkeys(p[1] for p in points))
+    fig = Figure(figsize=(4.4 * len(cpus), 3.4 * len(modes)), layout="constrained")
+    axes = fig.subplots(len(modes), len(cpus), squeeze=False)
+    for mode, cpu, label, count, top1 in points:
+        ax = axes[modes.index(mode)][cpus.index(cpu)]
+        ax.scatter(count, top1, color="C0" if ours(label) else "C1", zorder=2)
+        ax.annotate(label, (count, top1), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    for i, mode in enumerate(modes):
+        for j, cpu in enumerate(cpus):
+            ax = axes[i][j]
+            ax.set_title(f"{mode}, {cpu}", fontsize=9)
+            ax.set_xlabel("M aarch64 instructions per invoke", fontsize=8)
+            ax.set_ylabel("ImageNet top-1 (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     return write_atomic(buf.getvalue(), path)

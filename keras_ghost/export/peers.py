@@ -88,8 +88,17 @@ def convert_peer(name, mode, calibration, input_shape, output):
                    "peers", *argv]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"Converting {name} failed:\n{done.stderr[-3000:]}")
+        raise PeerConversionError(name, mode, done.stderr)
     return output
+
+
+class PeerConversionError(RuntimeError):
+    """A peer's own converter failed; `reason` is its last error line."""
+
+    def __init__(self, name, mode, stderr):
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.reason = lines[-1][:400] if lines else "no output"
+        super().__init__(f"Converting {name} ({mode}) failed: {self.reason}\n{stderr[-3000:]}")
 
 
 def _convert_timm_main(argv):
@@ -109,7 +118,7 @@ def _convert_timm_main(argv):
     if mode == "int8":
         from litert_torch.quantize import pt2e_quantizer
         from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e import quantize_pt2e
+        from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
         quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
             pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
@@ -117,7 +126,7 @@ def _convert_timm_main(argv):
                                            quantizer)
         for x in np.load(calib_path):  # NHWC, like ours
             model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
-        model = quantize_pt2e.convert_pt2e(model, fold_quantize=False)
+        model = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(model, fold_quantize=False))
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
     elif mode != "fp32":
         raise ValueError(f"{name}: litert-torch peers convert to fp32 or int8, not {mode}.")

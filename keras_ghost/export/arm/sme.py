@@ -25,8 +25,14 @@ SME_FEATURES = " sme smei16i64 smef64f64 smei8i32 smef16f32 smeb16f32 smef32f32 
 MAX_SME = dataclasses.replace(CPUS["max,sme=off"], name="max", qemu_cpu="max",
                               features=CPUS["max,sme=off"].features + SME_FEATURES,
                               description="every feature QEMU emulates, SME included")
-# Instructions only SME code has: streaming mode switches and outer products.
-_SME_INSN = re.compile(r"\b(smstart|smstop|[su]?[fsu]mopa|bfmopa|fmopa|zero\s+\{za)", re.I)
+# QEMU's in_asm log: "0xADDRESS:  WORD  mnemonic" (its disassembler prints most SME
+# instructions as ".byte", so they are told by their encoding).
+_LOG_LINE = re.compile(r"^0x[0-9a-f]+:\s+([0-9a-f]{8})\s")
+
+
+def is_sme(word):
+    """SME's encoding space (op0 0000 with bit 31 set), or SMSTART / SMSTOP (MSR SVCR*)."""
+    return ((word >> 25) & 0xF == 0 and word >> 31 == 1) or (word & 0xFFFFF0FF) == 0xD503407F
 
 
 @dataclasses.dataclass
@@ -106,8 +112,9 @@ def check(paths, env=None, qemu=None, cpu=MAX_SME, progress=print):
                                    f"(exit {done.returncode}):\n{done.stderr[-2000:]}")
             with np.load(job.outputs) as data:
                 actual = [data[str(k)] for k in range(len(data.files))]
-            sme = sum(1 for line in open(tmp / "asm.log", errors="replace")
-                      if _SME_INSN.search(line))
+            with open(tmp / "asm.log", errors="replace") as log:
+                words = (_LOG_LINE.match(line) for line in log)
+                sme = sum(1 for m in words if m and is_sme(int(m.group(1), 16)))
         match, diff = measure.outputs_match(reference, actual)
         differing = int(sum(np.sum(a != b) for a, b in zip(reference, actual)))
         results.append(SmeCheck(path.name, version, sme, match, diff, differing))
