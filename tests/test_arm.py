@@ -75,9 +75,13 @@ def test_int8_on_emulated_arm(key, environment, tmp_path):
         # One segment per XNNPACK operator, matched to the graph's ops by kind and order.
         in_operators = sum(o["instructions"] for o in r.operators)
         assert 0.95 * r.arm_instructions < in_operators <= r.arm_instructions + r.marker_instructions
-        matched = [o for o in r.operators if o["op_index"] >= 0]
-        assert len(matched) >= 0.9 * len(r.operators), (len(matched), len(r.operators))
-        assert all(o["macs"] > 0 for o in matched if "conv" in o["kind"])
+        # Every conv and depthwise conv operator finds its op (with its MACs); operators
+        # without one (standalone clamps, free reshapes) hold little of the count.
+        convs = [o for o in r.operators if o["kind"].startswith("conv ")
+                 or o["kind"] == "depthwise conv"]
+        assert convs and all(o["op_index"] >= 0 and o["macs"] > 0 for o in convs)
+        matched = sum(o["instructions"] for o in r.operators if o["op_index"] >= 0)
+        assert matched >= 0.9 * in_operators, (matched, in_operators)
     # Each core runs the kernels it has: SDOT from ARMv8.2, SMMLA/USDOT with i8mm, neither
     # on the Cortex-A53.
     a53, a76, i8mm = (by_cpu[c] for c in CPUS)

@@ -88,11 +88,12 @@ def parse_args(argv=None):
     if not args.parse_log and not args.models:
         p.error("give .tflite models (or --parse-log FILE ...)")
     if args.arm:
-        from keras_ghost.export.arm.cpus import CPUS
+        from keras_ghost.export.arm.cpus import check_names
 
-        unknown = [c for c in args.arm if c not in CPUS]
-        if unknown:
-            p.error(f"--arm {unknown[0]}: unknown core; choose from {', '.join(CPUS)}")
+        try:
+            check_names(args.arm)
+        except ValueError as e:
+            p.error(f"--arm {e}")
         if args.arm_runs < 1:
             p.error("--arm-runs must be >= 1")
     else:
@@ -122,7 +123,7 @@ def main(argv=None):
     from keras_ghost.export import benchmark, benchmark_model, write_atomic
 
     if args.arm:
-        return _arm(args, write_atomic)
+        return _arm(args)
     if args.arm_sme_check:
         from keras_ghost.export.arm import find_environment, sme
 
@@ -148,19 +149,26 @@ def main(argv=None):
 
     report = "\n\n".join([benchmark.markdown(results)] + [
         benchmark_model.op_markdown(r) for r in results if r.op_profile])
+    _write(args, report, results, lambda: benchmark_model.to_csv(results))
+    if args.plot:
+        benchmark_model.plot(results, args.plot)
+    return results
+
+
+def _write(args, report, results, csv_text):
+    """Prints the report and writes the --markdown / --json / --csv files asked for."""
+    from keras_ghost.io_utils import write_atomic
+
     print(report)
     if args.markdown:
         write_atomic((report + "\n").encode(), args.markdown)
     if args.json:
         write_atomic([r.as_dict() for r in results], args.json)
     if args.csv:
-        write_atomic(benchmark_model.to_csv(results).encode(), args.csv)
-    if args.plot:
-        benchmark_model.plot(results, args.plot)
-    return results
+        write_atomic(csv_text().encode(), args.csv)
 
 
-def _arm(args, write_atomic):
+def _arm(args):
     from keras_ghost.export import arm
     from keras_ghost.export.arm import attribution, measure
 
@@ -171,24 +179,8 @@ def _arm(args, write_atomic):
                           env=env)
     report = "\n\n".join([measure.markdown(results)] + [
         attribution.kernel_markdown(r) for r in results if r.kernels])
-    print(report)
-    if args.markdown:
-        write_atomic((report + "\n").encode(), args.markdown)
-    if args.json:
-        write_atomic([r.as_dict() for r in results], args.json)
-    if args.csv:
-        import csv
-        import io
-
-        buf = io.StringIO()
-        fields = [f for f in results[0].as_dict() if f not in ("kernels", "ops", "classes")]
-        writer = csv.DictWriter(buf, fields + list(measure.CLASSES), extrasaction="ignore")
-        writer.writeheader()
-        for r in results:
-            writer.writerow({**r.as_dict(), **r.classes})
-        write_atomic(buf.getvalue().encode(), args.csv)
+    _write(args, report, results, lambda: measure.to_csv(results))
     return results
-
 
 if __name__ == "__main__":
     try:

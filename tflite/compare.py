@@ -82,11 +82,12 @@ def parse_args(argv=None):
         except ValueError as e:
             p.error(f"--variants {v}: {e}")
     if args.arm:
-        from keras_ghost.export.arm.cpus import CPUS
+        from keras_ghost.export.arm.cpus import check_names
 
-        unknown = [c for c in args.arm if c not in CPUS]
-        if unknown:
-            p.error(f"--arm {unknown[0]}: unknown core; choose from {', '.join(CPUS)}")
+        try:
+            check_names(args.arm)
+        except ValueError as e:
+            p.error(f"--arm {e}")
     if args.calib_images < 1:
         p.error("--calib-images must be >= 1")
     return args
@@ -267,28 +268,22 @@ def main(argv=None):
 
         print(f"counting {len(files)} models on emulated {', '.join(args.arm)}", flush=True)
         results = measure.run(files, args.arm, env=env)
-        text = arm_report(results, paths, args) + _failures(failed)
-        print(text)
-        if args.markdown:
-            write_atomic(text.encode(), args.markdown)
-        if args.json:
-            write_atomic([r.as_dict() for r in results], args.json)
-        if args.plot:
-            _plot(results, args, "arm_instructions")
-        return results
-    results = []
-    for threads in args.num_threads:
-        print(f"timing {len(files)} models interleaved, {threads} thread(s)", flush=True)
-        results += benchmark.benchmark(files, threads, args.warmup_runs, args.runs,
-                                       block=args.block)
-    text = report(results, paths, args) + _failures(failed)
+        text = arm_report(results, paths, args)
+    else:
+        results = []
+        for threads in args.num_threads:
+            print(f"timing {len(files)} models interleaved, {threads} thread(s)", flush=True)
+            results += benchmark.benchmark(files, threads, args.warmup_runs, args.runs,
+                                           block=args.block)
+        text = report(results, paths, args)
+    text += _failures(failed)
     print(text)
     if args.markdown:
         write_atomic(text.encode(), args.markdown)
     if args.json:
         write_atomic([r.as_dict() for r in results], args.json)
     if args.plot:
-        _plot(results, args, "avg_us")
+        _plot(results, args, "arm_instructions" if args.arm else "avg_us")
     return results
 
 

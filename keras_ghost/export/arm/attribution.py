@@ -220,11 +220,12 @@ def operator_costs(blocks, symbols, ops):
     # XNNPACK runs the nodes in graph order, so within one kind the k-th operator runs the
     # k-th op (a concat of n inputs is n copy operators). Kinds whose counts differ (PADs
     # fused into convs) are left unmatched rather than guessed.
+    # Convs are matched as one kind: XNNPACK picks gemm or igemm by stride and padding too.
     expected, found = collections.defaultdict(list), collections.defaultdict(list)
     for op in ops:
-        expected[op.kind] += [op] * (op.inputs if op.op == "CONCATENATION" else 1)
+        expected[_match_key(op.kind)] += [op] * (op.inputs if op.op == "CONCATENATION" else 1)
     for operator in operators:
-        found[operator.kind].append(operator)
+        found[_match_key(operator.kind)].append(operator)
     for kind, members in found.items():
         if len(members) != len(expected[kind]):
             continue
@@ -232,6 +233,10 @@ def operator_costs(blocks, symbols, ops):
             operator.op_index, operator.op, operator.name = op.index, op.op, op.name
             operator.macs, operator.bytes = op.macs, op.bytes
     return operators
+
+
+def _match_key(kind):
+    return "conv" if kind.startswith("conv ") else kind
 
 
 def kernel_costs(blocks, symbols):

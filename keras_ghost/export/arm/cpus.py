@@ -56,6 +56,13 @@ CPUS = {c.name: c for c in (
 )}
 
 
+def check_names(names):
+    """Raises ValueError naming the first unknown core (what --arm takes)."""
+    unknown = [n for n in names if n not in CPUS]
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown core; choose from {', '.join(CPUS)}")
+
+
 def get_cpu(name):
     try:
         return CPUS[name]

@@ -113,83 +113,114 @@ def run(paths, cpus=("cortex-a76",), runs=3, seed=0, kernels=False, env=None, jo
         progress=print, timeout=3600):
     """Runs each .tflite on each emulated CPU; returns one ArmResult per (model, CPU), models
     outer. `kernels=True` adds the attribution of one steady-state invoke to XNNPACK's
-    kernels and the per-op MACs / bytes."""
+    kernels and operators, and the graph's ops with their MACs and bytes."""
     env = env or find_environment()
     cpus = [get_cpu(c) if isinstance(c, str) else c for c in cpus]
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}.")
-    tmp = tempfile.TemporaryDirectory(prefix="keras_ghost_arm_")
-    split = {}
-    if kernels:
-        library, function = attribution.OPERATOR_ENTRY
-        found = list((Path(env.path) / "root").glob(f"opt/litert/ai_edge_litert/{library}"))
-        if found:
-            split = dict(split_library=library,
-                         split_offset=attribution.symbol_offset(str(found[0]), function))
-    tasks = []
-    for index, path in enumerate(paths):
-        content = Path(path).read_bytes()
-        inputs = fixed_inputs(content, seed)
-        reference = x86_outputs(content, inputs)
-        work = Path(tmp.name) / str(index)
-        work.mkdir()
-        np.savez(work / "inputs.npz", **{str(k): x for k, x in enumerate(inputs)})
-        ops = attribution.op_costs(content)
-        for cpu in cpus:
-            tasks.append((Path(path), cpu, work, reference, ops))
+    split = _operator_split(env) if kernels else {}
+    with tempfile.TemporaryDirectory(prefix="keras_ghost_arm_") as tmp:
+        tasks = []
+        for index, path in enumerate(map(Path, paths)):
+            content = path.read_bytes()
+            inputs = fixed_inputs(content, seed)
+            model = _Model(path, Path(tmp) / str(index), x86_outputs(content, inputs),
+                           attribution.op_costs(content))
+            model.work.mkdir()
+            np.savez(model.work / "inputs.npz", **{str(k): x for k, x in enumerate(inputs)})
+            tasks += [(model, cpu) for cpu in cpus]
 
-    def one(task):
-        path, cpu, work, reference, ops = task
-        stem = f"{cpu.name.replace(',', '_').replace('=', '_')}"
-        job = GuestJob(model=str(path.resolve()), inputs=str(work / "inputs.npz"),
-                       outputs=str(work / f"{stem}_out.npz"), maps=str(work / f"{stem}.maps"),
-                       runs=runs, **split)
-        (work / f"{stem}.json").write_text(job.to_json())
-        counts = work / f"{stem}.counts"
-        lo, hi = env.harness
-        plugin_args = [f"out={counts}", f"harness={lo:x}:{hi:x}"]
-        if kernels:
-            plugin_args.append(f"blocks={STEADY}")
-        start = time.perf_counter()
-        cmd = env.command(cpu, [str(Path(__file__).with_name("guest.py")),
-                                str(work / f"{stem}.json")], plugin_args)
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env.guest_env(),
+        def one(task):
+            start = time.perf_counter()
+            result = _run_one(env, *task, runs=runs, kernels=kernels, split=split,
                               timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"{path.name} on emulated {cpu.name} failed (exit "
-                               f"{done.returncode}):\n{(done.stderr or done.stdout)[-3000:]}")
-        regions, blocks = parse_counts(counts.read_text())
-        with np.load(job.outputs) as data:
-            actual = [data[str(k)] for k in range(len(data.files))]
-        match, diff = outputs_match(reference, actual)
-        steady = [regions[r][0] for r in range(STEADY, STEADY + runs)]
-        empty = regions[EMPTY][0]
-        kind = attribution.model_kind(ops)
-        macs = sum(op.macs for op in ops)
-        per = cpu.int8_macs_per_instruction if kind == "int8" else cpu.fp32_macs_per_instruction
-        result = ArmResult(
-            model=path.name, cpu=cpu.name, num_threads=1,
-            arm_instructions=steady[0]["total"] - empty["total"],
-            classes={c: steady[0][c] - empty[c] for c in CLASSES},
-            repeatable=all(s["total"] == steady[0]["total"] for s in steady),
-            init_instructions=regions[INIT][0]["total"] - empty["total"],
-            first_invoke_instructions=regions[FIRST][0]["total"] - empty["total"],
-            harness_instructions=steady[0]["harness"], marker_instructions=empty["total"],
-            arm_matches_x86=match,
-            max_abs_diff=diff, kind=kind, macs=macs, floor_instructions=-(-macs // per))
-        if kernels:
-            symbols = attribution.Symbolizer((work / f"{stem}.maps").read_text())
-            result.kernels = [k.as_dict() for k in attribution.kernel_costs(blocks, symbols)]
-            result.ops = [op.as_dict() for op in ops]
-            result.operators = [o.as_dict()
-                                for o in attribution.operator_costs(blocks, symbols, ops)]
-        progress(f"  {path.name} on {cpu.name}: {result.arm_instructions / 1e6:.2f}M "
-                 f"instructions/invoke, outputs {'match' if match else 'DIFFER from'} x86 "
-                 f"({time.perf_counter() - start:.0f} s)")
-        return result
+            progress(f"  {result.model} on {result.cpu}: {result.arm_instructions / 1e6:.2f}M "
+                     f"instructions/invoke, outputs "
+                     f"{'match' if result.arm_matches_x86 else 'DIFFER from'} x86 "
+                     f"({time.perf_counter() - start:.0f} s)")
+            return result
 
-    with tmp, concurrent.futures.ThreadPoolExecutor(jobs or min(4, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, tasks))
+        with concurrent.futures.ThreadPoolExecutor(jobs or min(4, os.cpu_count() or 1)) as pool:
+            return list(pool.map(one, tasks))
+
+
+@dataclasses.dataclass
+class _Model:
+    path: Path
+    work: Path  # its scratch folder: inputs, and per core the job, counts, outputs, maps
+    reference: list  # x86 XNNPACK's raw outputs
+    ops: list  # attribution.OpCost
+
+
+def _operator_split(env):
+    """GuestJob fields that make the plugin start a segment per XNNPACK operator."""
+    library, function = attribution.OPERATOR_ENTRY
+    found = sorted((Path(env.path) / "root").glob(f"opt/litert/ai_edge_litert/{library}"))
+    if not found:
+        return {}
+    return dict(split_library=library,
+                split_offset=attribution.symbol_offset(str(found[0]), function))
+
+
+def _run_one(env, model, cpu, *, runs, kernels, split, timeout):
+    work, stem = model.work, cpu.name.replace(",", "_").replace("=", "_")
+    job = GuestJob(model=str(model.path.resolve()), inputs=str(work / "inputs.npz"),
+                   outputs=str(work / f"{stem}_out.npz"), maps=str(work / f"{stem}.maps"),
+                   runs=runs, **split)
+    (work / f"{stem}.json").write_text(job.to_json())
+    counts = work / f"{stem}.counts"
+    lo, hi = env.harness
+    plugin_args = [f"out={counts}", f"harness={lo:x}:{hi:x}"]
+    if kernels:
+        plugin_args.append(f"blocks={STEADY}")
+    cmd = env.command(cpu, [str(Path(__file__).with_name("guest.py")),
+                            str(work / f"{stem}.json")], plugin_args)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env.guest_env(),
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{model.path.name} on emulated {cpu.name} failed (exit "
+                           f"{done.returncode}):\n{(done.stderr or done.stdout)[-3000:]}")
+    regions, blocks = parse_counts(counts.read_text())
+    with np.load(job.outputs) as data:
+        actual = [data[str(k)] for k in range(len(data.files))]
+    match, diff = outputs_match(model.reference, actual)
+    steady = [regions[r][0] for r in range(STEADY, STEADY + runs)]
+    empty = regions[EMPTY][0]
+    kind = attribution.model_kind(model.ops)
+    macs = sum(op.macs for op in model.ops)
+    per = cpu.int8_macs_per_instruction if kind == "int8" else cpu.fp32_macs_per_instruction
+    result = ArmResult(
+        model=model.path.name, cpu=cpu.name, num_threads=1,
+        arm_instructions=steady[0]["total"] - empty["total"],
+        classes={c: steady[0][c] - empty[c] for c in CLASSES},
+        repeatable=all(s["total"] == steady[0]["total"] for s in steady),
+        init_instructions=regions[INIT][0]["total"] - empty["total"],
+        first_invoke_instructions=regions[FIRST][0]["total"] - empty["total"],
+        harness_instructions=steady[0]["harness"], marker_instructions=empty["total"],
+        arm_matches_x86=match, max_abs_diff=diff, kind=kind, macs=macs,
+        floor_instructions=-(-macs // per))
+    if kernels:
+        symbols = attribution.Symbolizer(Path(job.maps).read_text())
+        result.kernels = [k.as_dict() for k in attribution.kernel_costs(blocks, symbols)]
+        result.ops = [op.as_dict() for op in model.ops]
+        result.operators = [o.as_dict()
+                            for o in attribution.operator_costs(blocks, symbols, model.ops)]
+    return result
+
+
+def to_csv(results):
+    """One row per result: the scalar fields and the class split."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    fields = [f for f in results[0].as_dict() if f not in ("kernels", "ops", "operators",
+                                                          "classes")]
+    writer = csv.DictWriter(buf, fields + list(CLASSES), extrasaction="ignore")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({**r.as_dict(), **r.classes})
+    return buf.getvalue()
 
 
 def markdown(results):
