@@ -208,3 +208,27 @@ def test_sme_encodings():
     nop, add, sdot, sve_ld1b = 0xD503201F, 0x8B020020, 0x4E829420, 0xA400A000
     assert all(is_sme(w) for w in (smstart, smstop, fmopa))
     assert not any(is_sme(w) for w in (nop, add, sdot, sve_ld1b))
+
+
+def test_compare_cli_arm_table_with_a_deploy_variant(environment, tmp_path):
+    from helpers import load_script
+
+    compare = load_script("tflite/compare.py")
+    md = tmp_path / "report.md"
+    results = compare.main(["--models", "ghostnet_050", "mobilenetv3small", "--modes", "int8",
+                            "--input-size", "64", "--calib-images", "4", "--variants",
+                            "merge_ghost_min_size=none", "--arm", "cortex-a76", "--out-dir",
+                            str(tmp_path), "--markdown", str(md), "--json",
+                            str(tmp_path / "arm.json")])
+    counts = {r.model: r.arm_instructions for r in results}
+    assert set(counts) == {"ghostnet_050_int8.tflite", "mobilenetv3small_int8.tflite",
+                           "ghostnet_050_merge_ghost_min_size-none_int8.tflite"}
+    assert all(r.arm_matches_x86 and r.cpu == "cortex-a76" for r in results)
+    # At 64x64 no ghost module works on 112x112 maps: the variant is the same graph.
+    assert counts["ghostnet_050_int8.tflite"] == counts[
+        "ghostnet_050_merge_ghost_min_size-none_int8.tflite"]
+    text = md.read_text()
+    assert "| model | int8 cortex-a76 |" in text
+    assert "| ghostnet_050/merge_ghost_min_size=none / ghostnet_050 | 1.000x |" in text
+    saved = json.loads((tmp_path / "arm.json").read_text())
+    assert sorted(e["arm_instructions"] for e in saved) == sorted(counts.values())

@@ -31,8 +31,6 @@ CATEGORIES = [
 # The function XNNPACK's runtime calls once per operator: where the plugin splits segments.
 OPERATOR_ENTRY = ("libpywrap_litert_common.so", "xnn_run_operator_with_index")
 
-
-
 # TFLite op -> the kernel kind (CATEGORIES' labels) XNNPACK runs it with.
 OP_KINDS = {"DEPTHWISE_CONV_2D": "depthwise conv", "FULLY_CONNECTED": "conv 1x1 / dense (gemm)",
             "ADD": "add", "MUL": "mul", "MEAN": "mean / reduce", "SUM": "mean / reduce",

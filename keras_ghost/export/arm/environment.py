@@ -188,6 +188,7 @@ def _build(cache, mirror, progress):
 
 
 def run_checked(cmd, what, env=None, cwd=None):
+    """Runs `cmd`; a failure is an ArmSetupError naming `what` with the output's tail."""
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
@@ -213,7 +214,7 @@ def _check_host(progress):
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run_checked(["apt-get", "update", "-q"], "apt-get update", env=env)
     run_checked(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-         "apt-get install", env=env)
+                "apt-get install", env=env)
 
 
 def host_suite():
@@ -249,8 +250,8 @@ def debian_mirror(suite):
 def _userland(root, suite, mirror):
     mode = "root" if os.geteuid() == 0 else "unshare"
     run_checked(["mmdebstrap", "--variant=extract", "--arch=arm64", f"--mode={mode}",
-          f"--include={','.join(GUEST_PACKAGES)}", "--quiet", suite, str(root), mirror],
-         f"mmdebstrap (Debian archive {mirror}; as non-root it needs user namespaces)")
+                 f"--include={','.join(GUEST_PACKAGES)}", "--quiet", suite, str(root), mirror],
+                f"mmdebstrap (Debian archive {mirror}; as non-root it needs user namespaces)")
     for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
                  "usr/share/locale"):
         shutil.rmtree(root / junk, ignore_errors=True)
@@ -273,27 +274,27 @@ def _wheels(root, python_version):
     for p in platforms + ["manylinux2014_aarch64"]:
         cmd += ["--platform", p]
     run_checked(cmd + [f"ai-edge-litert=={_host_litert_version()}", "numpy"],
-         "pip install of the aarch64 wheels (the package index must be reachable)", env=env)
+                "pip install of the aarch64 wheels (the package index must be reachable)",
+                env=env)
     dist = sorted(target.glob("numpy-*.dist-info"))
     return dist[-1].name[len("numpy-"):-len(".dist-info")] if dist else "?"
 
 
 def _plugin(work, apt_dir):
-    qemu = shutil.which("qemu-aarch64")
     version = run_checked(["dpkg-query", "-W", "-f=${source:Version}", "qemu-user"],
-                   "dpkg-query qemu-user").strip()
+                          "dpkg-query qemu-user").strip()
     suite = host_suite()
     mirror = debian_mirror(suite)
     options = private_apt(apt_dir, f"deb-src {mirror} {suite} {suite}-updates main\n")
     (apt_dir / "src").mkdir()
     run_checked(["apt-get", *options, "update"], "apt-get update (Debian source index)")
     run_checked(["apt-get", *options, "source", "--download-only", f"qemu={version}"],
-         f"apt-get source qemu={version}", cwd=apt_dir / "src")
+                f"apt-get source qemu={version}", cwd=apt_dir / "src")
     tarballs = sorted((apt_dir / "src").glob("qemu_*.orig.tar.*"))
     if not tarballs:
         raise ArmSetupError(f"apt-get source qemu={version} gave no .orig tarball.")
     run_checked(["tar", "-xf", str(tarballs[0]), "-C", str(apt_dir / "src"), "--wildcards",
-          "*/include/qemu/qemu-plugin.h"], "extracting qemu-plugin.h")
+                 "*/include/qemu/qemu-plugin.h"], "extracting qemu-plugin.h")
     header = next((apt_dir / "src").glob("*/include/qemu/qemu-plugin.h"))
     shutil.copy(header, work / "qemu-plugin.h")
     build_plugin(work)
@@ -326,7 +327,7 @@ def cpu_prefix(prefix, cpu):
 
 
 _SMOKE = """
-import ai_edge_litert.interpreter, numpy, sys
+import ai_edge_litert.interpreter, numpy
 for line in open("/proc/self/maps"):
     parts = line.split()
     if "x" in parts[1] and parts[-1].endswith("/python%s"):
