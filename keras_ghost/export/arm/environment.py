@@ -3,8 +3,8 @@ ai-edge-litert as the host, run by Debian's qemu-user with a root-free `-L` pref
 QEMU plugin that counts the guest's instructions.
 
 Built once by `setup()` (`python tflite/benchmark.py --arm-setup`) under the user's cache dir:
-- the userland is extracted by mmdebstrap (`--variant=extract`: no maintainer scripts, so
-  no chroot, binfmt or emulation is needed to build it);
+- the userland is extracted by mmdebstrap (`--variant=extract --mode=chrootless`: no
+  maintainer scripts, so no root, chroot, binfmt or emulation is needed to build it);
 - the wheels are the package index's aarch64 builds, installed by the host's pip
   (`--platform manylinux_2_17_aarch64 --target`), so pip never runs emulated;
 - the plugin is built with gcc against `qemu-plugin.h` from Debian's qemu source package
@@ -248,10 +248,10 @@ def debian_mirror(suite):
 
 
 def _userland(root, suite, mirror):
-    mode = "root" if os.geteuid() == 0 else "unshare"
-    run_checked(["mmdebstrap", "--variant=extract", "--arch=arm64", f"--mode={mode}",
+    # chrootless: extracting runs no package's code, so neither root nor namespaces are needed.
+    run_checked(["mmdebstrap", "--variant=extract", "--arch=arm64", "--mode=chrootless",
                  f"--include={','.join(GUEST_PACKAGES)}", "--quiet", suite, str(root), mirror],
-                f"mmdebstrap (Debian archive {mirror}; as non-root it needs user namespaces)")
+                f"mmdebstrap (from the Debian archive {mirror})")
     for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
                  "usr/share/locale"):
         shutil.rmtree(root / junk, ignore_errors=True)
