@@ -200,12 +200,10 @@ def gate_failures(report, min_agreement=None, max_drop=None):
     if min_agreement is not None:
         threshold = agreement_threshold(report, min_agreement)
         if report["top1_agreement"] < threshold:
-            floor = (" (the XNNPACK vs built-in kernels agreement)"
-                     if min_agreement == KERNEL_FLOOR else "")
+            limit = (f"{threshold:.4f} (the XNNPACK vs built-in kernels agreement)"
+                     if min_agreement == KERNEL_FLOOR else f"{min_agreement}")
             failures.append(f"int8/float top-1 agreement {report['top1_agreement']:.4f} < "
-                            f"{threshold:.4f}{floor}" if floor else
-                            f"int8/float top-1 agreement {report['top1_agreement']:.4f} < "
-                            f"{min_agreement}")
+                            f"{limit}")
     if max_drop is not None and report["accuracy_drop_points"] > max_drop:
         failures.append(f"int8 accuracy drop {report['accuracy_drop_points']:.2f} points > "
                         f"{max_drop}")
