@@ -44,10 +44,6 @@ def install_hint(name):
     return _INSTALL.get(PEERS[name][0], "")
 
 
-def kecam_available():
-    return available("kecam_ghostnet_100")
-
-
 def build_keras_peer(name, input_shape):
     """A randomly initialized keras.applications peer without softmax."""
     import keras
@@ -77,10 +73,9 @@ def convert_peer(name, mode, calibration, input_shape, output):
         calib_path = os.path.join(tmp, "calibration.npy")
         np.save(calib_path, np.asarray(calibration, dtype="float32"))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        if library == "kecam":
-            env["TF_USE_LEGACY_KERAS"] = "1"
         argv = [name, mode, ",".join(map(str, input_shape)), calib_path, str(output)]
         if library == "kecam":
+            env["TF_USE_LEGACY_KERAS"] = "1"
             cmd = [sys.executable, "-m", "keras_ghost.export.peers", *argv]
         else:  # run this file without importing keras_ghost (and so TensorFlow) first
             cmd = [sys.executable, "-c", "import runpy, sys; sys.argv = sys.argv[1:]; "
