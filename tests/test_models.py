@@ -102,6 +102,28 @@ def test_config_roundtrip_and_save_load(name, tmp_path):
     run_save_load(model, tmp_path)
 
 
+@pytest.mark.parametrize("name", registry_sweep(everything=False))
+def test_any_size_model_equals_the_fixed_size_one(name):
+    """A (None, None, 3) model at 32x32 (1x1 maps in the last stage: GhostNetV2's DFC gate
+    must not pool there), 33x33 and 57x40 computes what a model built for that size does."""
+    import keras
+
+    from helpers import randomize_bn
+
+    keras.utils.set_random_seed(0)
+    dynamic = randomize_bn(keras_ghost.create_model(name, input_shape=(None, None, 3),
+                                                    classifier_activation=None))
+    for size in [(32, 32), (33, 33), (57, 40)]:
+        fixed = keras_ghost.create_model(name, input_shape=(*size, 3), classifier_activation=None)
+        fixed.set_weights(dynamic.get_weights())
+        x = np.random.default_rng(size[1]).standard_normal((2, *size, 3)).astype("float32")
+        expected = np.asarray(fixed(x, training=False))
+        scale = np.abs(expected).max()
+        assert scale > 1e-3, "outputs too small to compare"
+        for actual in (np.asarray(dynamic(x, training=False)), dynamic.predict(x, verbose=0)):
+            np.testing.assert_allclose(actual, expected, atol=1e-5 * scale, rtol=0)
+
+
 def test_dynamic_input_size():
     model = keras_ghost.GhostNetV2(input_shape=(None, None, 3), include_top=False, pooling="max")
     for size in [(64, 64), (70, 90)]:

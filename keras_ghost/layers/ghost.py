@@ -10,7 +10,7 @@ import math
 from keras import layers
 
 from keras_ghost.layers.common import conv_bn, make_divisible
-from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike
+from keras_ghost.layers.shape_ops import ChannelSlice, GatePool, ResizeNearestLike
 
 
 def squeeze_excite(x, se_ratio=0.25, divisor=4, name="se"):
@@ -35,8 +35,11 @@ def dfc_attention(x, out_channels, kernel_size=1, strides=1, name="dfc"):
     sigmoid. Returns the gate at the pooled resolution; `ghost_module` resizes it.
     A spatial axis smaller than 2 is not pooled (the reference would fail there).
     """
-    pool = tuple(2 if (d is None or d >= 2) else 1 for d in x.shape[1:3])
-    g = layers.AveragePooling2D(pool, strides=pool, padding="valid", name=f"{name}.pool")(x)
+    if None in x.shape[1:3]:  # the size is known only when it runs
+        g = GatePool(name=f"{name}.pool")(x)
+    else:
+        pool = tuple(2 if d >= 2 else 1 for d in x.shape[1:3])
+        g = layers.AveragePooling2D(pool, strides=pool, padding="valid", name=f"{name}.pool")(x)
     g = conv_bn(g, out_channels, kernel_size, strides, name=name)
     g = conv_bn(g, None, (1, 5), depthwise=True, name=f"{name}.horizontal")
     g = conv_bn(g, None, (5, 1), depthwise=True, name=f"{name}.vertical")

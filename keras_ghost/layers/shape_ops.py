@@ -1,4 +1,4 @@
-"""The two shape operations the Ghost blocks need that Keras has no built-in layer for.
+"""The shape operations the Ghost blocks need that Keras has no built-in layer for.
 
 Both are registered serializable, so models load with `safe_mode=True`.
 """
@@ -95,6 +95,38 @@ def _repeat_static(x, in_size, out_size, axis):
             part = ops.reshape(part, (-1, *shape))
         parts.append(part)
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class GatePool(keras.layers.Layer):
+    """The DFC gate's 2x2/2 average pool for inputs of unknown size: an axis of size 1 is
+    not pooled (as the static-shape gate decides at build time; the reference fails there),
+    every other axis pools to `floor(n / 2)` like AveragePooling2D(2, padding="valid")."""
+
+    def call(self, x):
+        for axis in (1, 2):
+            x = _pool_axis(x, axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *(None if d is None else max(d // 2, 1) if d >= 2 else d
+                                  for d in input_shape[1:3]), input_shape[3])
+
+
+def _pool_axis(x, axis):
+    size = ops.shape(x)[axis]
+    window = (2, 1) if axis == 1 else (1, 2)
+    if isinstance(size, int) and size < 2:
+        return x
+    if isinstance(size, int):
+        return ops.average_pool(x, window, strides=window, padding="valid")
+    # Unknown size: the last row appended makes a size-1 axis average with itself; the pair
+    # it makes on odd sizes >= 3 is dropped again, leaving floor(n / 2) rows.
+    last = x[:, -1:] if axis == 1 else x[:, :, -1:]
+    pooled = ops.average_pool(ops.concatenate([x, last], axis=axis), window, strides=window,
+                              padding="valid")
+    keep = ops.maximum(size // 2, 1)
+    return pooled[:, :keep] if axis == 1 else pooled[:, :, :keep]
 
 
 @keras.saving.register_keras_serializable(package="keras_ghost")
