@@ -60,9 +60,10 @@ class ArmEnvironment:
         """The `-L` prefix for `cpu` (an ArmCpu)."""
         return os.path.join(self.path, "cpus", cpu.name)
 
-    def command(self, cpu, argv, plugin_args=()):
-        """The host command that runs guest `argv` on `cpu`."""
-        cmd = [self.qemu, "-cpu", cpu.qemu_cpu, "-L", self.prefix(cpu)]
+    def command(self, cpu, argv, plugin_args=(), qemu=None, options=()):
+        """The host command that runs guest `argv` on `cpu`, under this environment's QEMU
+        or `qemu`, with QEMU `options` (e.g. `-d in_asm`)."""
+        cmd = [qemu or self.qemu, "-cpu", cpu.qemu_cpu, "-L", self.prefix(cpu), *options]
         if plugin_args:
             cmd += ["-plugin", ",".join([self.plugin, *plugin_args])]
         return cmd + [os.path.join(self.path, "root", self.python.lstrip("/")), *argv]

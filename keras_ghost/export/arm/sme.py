@@ -62,7 +62,7 @@ def fetch_backports_qemu(env, progress=print):
         (apt / "dl").mkdir()
         run_checked(["apt-get", *options, "update"], f"apt-get update ({suite}-backports)")
         run_checked(["apt-get", *options, "download", f"qemu-user/{suite}-backports"],
-             "apt-get download qemu-user (backports)", cwd=apt / "dl")
+                    "apt-get download qemu-user (backports)", cwd=apt / "dl")
         deb = next((apt / "dl").glob("qemu-user_*.deb"))
         unpack = apt / "unpack"
         unpack.mkdir()
@@ -75,12 +75,11 @@ def fetch_backports_qemu(env, progress=print):
     return target
 
 
-def _prefix(env, cpu):
-    """A -L prefix like the environment's per-CPU ones, for a core it does not have."""
-    prefix = Path(env.path) / "cpus" / cpu.name
+def _ensure_prefix(env, cpu):
+    """Adds a -L prefix like the environment's per-CPU ones, for a core it does not have."""
+    prefix = Path(env.prefix(cpu))
     if not prefix.exists():
         cpu_prefix(prefix, cpu)
-    return prefix
 
 
 def check(paths, env=None, qemu=None, cpu=MAX_SME, progress=print):
@@ -90,7 +89,7 @@ def check(paths, env=None, qemu=None, cpu=MAX_SME, progress=print):
     qemu = str(qemu or fetch_backports_qemu(env, progress))
     version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
     version = version.split("\n")[0].replace("qemu-aarch64 version ", "")
-    prefix = _prefix(env, cpu)
+    _ensure_prefix(env, cpu)
     results = []
     for path in map(Path, paths):
         content = path.read_bytes()
@@ -102,10 +101,9 @@ def check(paths, env=None, qemu=None, cpu=MAX_SME, progress=print):
             job = GuestJob(model=str(path.resolve()), inputs=str(tmp / "inputs.npz"),
                            outputs=str(tmp / "out.npz"), maps=str(tmp / "maps"), runs=1)
             (tmp / "job.json").write_text(job.to_json())
-            cmd = [qemu, "-cpu", cpu.qemu_cpu, "-L", str(prefix), "-d", "in_asm", "-D",
-                   str(tmp / "asm.log"),
-                   str(Path(env.path) / "root" / env.python.lstrip("/")),
-                   str(Path(measure.__file__).with_name("guest.py")), str(tmp / "job.json")]
+            cmd = env.command(cpu, [str(Path(measure.__file__).with_name("guest.py")),
+                                    str(tmp / "job.json")], qemu=qemu,
+                              options=["-d", "in_asm", "-D", str(tmp / "asm.log")])
             done = subprocess.run(cmd, capture_output=True, text=True, env=env.guest_env())
             if done.returncode != 0:
                 raise RuntimeError(f"{path.name} on {cpu.qemu_cpu} under QEMU {version} failed "
