@@ -70,13 +70,13 @@ def to_tflite(model, calibration, io_type="int8", mode="int8", sparsity=False):
     """Converts a tf_keras model at batch size 1 with `keras_ghost.export`'s settings."""
     import tensorflow as tf
 
-    from keras_ghost.export.tflite import _configure
+    from keras_ghost.export.tflite import configure_converter
 
     shape = tuple(model.inputs[0].shape[1:])
     function = tf.function(lambda image: model(image, training=False))
     concrete = function.get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    _configure(converter, mode, calibration, io_type)
+    configure_converter(converter, mode, calibration, io_type)
     if sparsity:
         converter.optimizations = [*converter.optimizations,
                                    tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
