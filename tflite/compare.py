@@ -6,8 +6,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keras_ghost
 
-from keras_ghost.cli.compare import *  # noqa: E402,F401,F403  (its functions, for tests and scripts)
-from keras_ghost.cli.compare import main  # noqa: E402
+if __name__ == "__main__":  # before keras_ghost (and TensorFlow) are imported
+    import keras_ghost_cli
 
-if __name__ == "__main__":
-    main()
+    sys.exit(keras_ghost_cli.main(["compare", *sys.argv[1:]]))
+
+from keras_ghost.cli.compare import *  # noqa: E402,F401,F403  (its functions, for tests and scripts)
+from keras_ghost.cli.compare import main  # noqa: E402,F401

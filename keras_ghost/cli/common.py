@@ -8,14 +8,15 @@ Nothing here imports TensorFlow: the checks run before the slow imports and the 
 
 import argparse
 import contextlib
-import io
 import math
 import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+
+# Outside the package, so that the console script can use them before TensorFlow loads.
+from keras_ghost_cli import native_stderr_hidden, quiet_python_logs  # noqa: F401
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -109,52 +110,6 @@ def one_line(error):
 
 
 # --------------------------------------------------------------------------------- quiet
-
-def quiet_python_logs(verbose=False):
-    """Before TensorFlow is imported: its C++ log level; after: absl's and Keras'."""
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    # Keras' and TensorFlow's UserWarnings about their own internals; ours still show.
-    for module in ("keras", "tensorflow", "tf_keras", "absl", "tensorflow_datasets", "h5py"):
-        warnings.filterwarnings("ignore", module=module)
-    if "absl.logging" in sys.modules:
-        sys.modules["absl.logging"].set_verbosity("error")
-
-
-@contextlib.contextmanager
-def native_stderr_hidden(enabled=True):
-    """Sends what C/C++ code writes to file descriptor 2 (TensorFlow's absl log lines
-    before absl::InitializeLog, XNNPACK's and the converter's INFO lines) to a temporary
-    file for the block, while Python's own stderr writes (progress, errors, tracebacks)
-    still reach the terminal."""
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        python_on_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        python_on_fd2 = False  # e.g. pytest's capsys: Python's writes never hit fd 2
-    saved = os.dup(2)
-    log = tempfile.TemporaryFile()
-    os.dup2(log.fileno(), 2)
-    previous = sys.stderr
-    if python_on_fd2:
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), encoding="utf-8",
-                                      errors="replace", line_buffering=True, write_through=True)
-    try:
-        yield
-    finally:
-        if python_on_fd2:
-            sys.stderr.flush()
-            sys.stderr.close()
-            sys.stderr = previous
-        os.dup2(saved, 2)
-        os.close(saved)
-        log.close()
-
 
 def quiet_libraries():
     """After TensorFlow is imported: absl's Python log to errors only."""
@@ -297,9 +252,12 @@ def check_output_dir(folder, flag, of=None):
     if not existing.is_dir():
         raise UsageError(f"{name}: {existing} is a file, not a folder; choose a path "
                          "whose folders are folders")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{name}: {existing} is not writable (read-only or not yours); "
-                         "choose a folder you can write to")
+    try:  # a real write: os.access says yes to root on a mount that takes no files
+        with tempfile.TemporaryFile(dir=existing, prefix=".keras_ghost_write_check."):
+            pass
+    except OSError as e:
+        raise UsageError(f"{name}: cannot write in {existing} ({e.strerror}); choose a "
+                         "folder you can write to") from None
     return folder
 
 
