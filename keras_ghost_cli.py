@@ -69,3 +69,7 @@ def main(argv=None):
         from keras_ghost.cli import main as dispatch
 
         return dispatch(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,6 @@ ran once, not the model's whole footprint.
 """
 
 import importlib.util
-import os
 
 from keras_ghost.cli import common
 

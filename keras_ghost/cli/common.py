@@ -9,7 +9,6 @@ Nothing here imports TensorFlow: the checks run before the slow imports and the 
 import argparse
 import contextlib
 import math
-import os
 import sys
 import tempfile
 import time
@@ -225,19 +224,26 @@ fraction = number_in(0.0, 1.0, example=0.98)
 
 
 def positive_number(text):
-    return number_in(0.0, math.inf, low_open=True, high_open=True)(text)
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number (e.g. 0.5), got {text}")
+    return value
 
 
 def check_output_file(path, flag, suffixes=None):
     """`path` as a Path if a file can be written there: not a folder, the right suffix,
     its folder creatable and writable. Raises UsageError naming `flag`."""
     path = Path(path)
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise UsageError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)} "
-                         f"(e.g. {path.with_suffix(suffixes[0]).name})")
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file path inside it "
                          f"(e.g. {path / ('model' + (suffixes[0] if suffixes else ''))})")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)} "
+                         f"(e.g. {path.with_suffix(suffixes[0]).name})")
     check_output_dir(path.parent, flag, of=path)
     return path
 

@@ -5,6 +5,7 @@ from the JPEG re-encoding of the CIFAR-10 test split; see keras_ghost/data/READM
 a TFDS dataset `name[:split]` read from a local data dir, or a folder of image files.
 """
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def _folder_images(folder, limit):
             images.append(tf.io.decode_image(tf.io.read_file(str(path)), channels=3,
                                              expand_animations=False).numpy())
         except tf.errors.OpError as e:  # a corrupt or truncated file: name it
-            reason = " ".join(e.message.split())[:160]
+            # TF's message is "{{function_node ...}} jpeg::Uncompress failed. ... [Op:...]"
+            reason = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(e.message.split()))
+            reason = reason.split(" [Op:")[0][:160]
             raise ValueError(f"{path} is not a readable image ({reason}); remove or replace "
                              f"it, or give --calib-data a folder without it.") from None
     return images

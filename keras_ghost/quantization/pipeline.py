@@ -9,7 +9,6 @@ import time
 import numpy as np
 
 from keras_ghost.io_utils import write_atomic
-from keras_ghost.quantization import jobs
 from keras_ghost.training.data import classification_pipeline, load_tfds
 
 EVAL_BATCH_SIZE = 256
@@ -231,5 +230,6 @@ TASKS = {"finetune": finetune, "check_translation": check_translation, "convert"
 
 
 def run(job):
+    """Runs a `keras_ghost.quantization.jobs` dataclass; returns its JSON-able result."""
     return TASKS[job.task](job)
 
