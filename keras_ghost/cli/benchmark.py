@@ -135,7 +135,7 @@ def validate(args):
     flag = "--parse-log" if args.parse_log else "model"
     for path in args.parse_log or args.models:
         common.check_input_file(path, flag)
-    if not args.parse_log:
+    if not (args.parse_log or args.adb):  # a phone's delegates may take what LiteRT here won't
         from keras_ghost.export.tflite import read_tflite
 
         for path in args.models:
