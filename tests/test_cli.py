@@ -256,6 +256,18 @@ def test_as_a_script_no_traceback_and_no_tensorflow_log(argv, message, tmp_path)
         result.stderr[-3000:])
 
 
+def test_verbose_shows_what_is_hidden_by_default(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    env = python_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    result = subprocess.run([sys.executable, str(REPO / "tflite" / "convert.py"), "--verbose",
+                             "--output", str(tmp_path / "a_file" / "m.tflite")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines[-1].startswith("error: ")
+    assert len(lines) > 1, "TensorFlow's import log is not shown with --verbose"
+
+
 def test_keras_ghost_dispatcher(capsys):
     from keras_ghost import cli
 
