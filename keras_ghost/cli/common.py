@@ -139,11 +139,13 @@ class Progress:
             self.stream.flush()
 
     @contextlib.contextmanager
-    def stage(self, name, detail=""):
-        """A block of work: `name detail ...` when it starts, the seconds when it ends."""
+    def stage(self, name, detail="", prints=False):
+        """A block of work: `name detail ...` when it starts, the seconds when it ends
+        (on the same line unless something was printed in between; `prints`: the work
+        prints its own lines, e.g. Keras' fit progress)."""
         start = time.perf_counter()
-        self._print(f"{name:<9} {detail}".rstrip() + " ...", end="")
-        self._open = name
+        self._print(f"{name:<9} {detail}".rstrip() + " ...", end="\n" if prints else "")
+        self._open = None if prints else name
         try:
             yield
         finally:

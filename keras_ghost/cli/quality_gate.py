@@ -112,12 +112,14 @@ def _main(argv):
     from keras_ghost.weights.loading import load_keras_model
 
     common.quiet_libraries()
+    progress = common.Progress(enabled=not args.quiet)
     spec = keras_ghost.get_spec(args.model)
     norm = dict(mean=spec.mean, std=spec.std)
     # Fails fast, before any training, when the data is missing.
     _, classes, _ = load_tfds("cifar10", "test", args.data_dir)
     if args.keras_model:
-        model = load_keras_model(args.keras_model)
+        with progress.stage("load", str(args.keras_model)):
+            model = load_keras_model(args.keras_model)
         training = {"keras_model": str(args.keras_model)}
     else:
         keras.utils.set_random_seed(args.seed)
@@ -125,22 +127,27 @@ def _main(argv):
         model = keras_ghost.create_model(args.model, input_shape=(args.image_size,) * 2 + (3,),
                                          classes=classes, classifier_activation=None,
                                          **kwargs)
-        _, seconds, examples = quality.train(
-            model, args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-            limit_train=args.limit_train, seed=args.seed, **norm)
+        with progress.stage("train", f"{model.name}, {args.epochs} epochs", prints=True):
+            _, seconds, examples = quality.train(
+                model, args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+                limit_train=args.limit_train, seed=args.seed, **norm)
         path = quality.save_keras(model, args.output_dir / f"{model.name}.keras")
         training = {"epochs": args.epochs, "train_images": examples, "batch_size": args.batch_size,
                     "seed": args.seed, "train_seconds": round(seconds, 1), "keras_model": str(path)}
 
-    data = quality.gate_data(args.data_dir, model.input_shape[1:3],
-                             calib_images=args.calib_images, limit_test=args.limit_test, **norm)
-    report, content = quality.evaluate_int8(model, data,
-                                            calibration_method=args.calibration_method,
-                                            percentile=args.percentile,
-                                            builtin_kernels=args.builtin_kernels)
+    with progress.stage("data", f"{args.calib_images} calibration images, the test split"):
+        data = quality.gate_data(args.data_dir, model.input_shape[1:3],
+                                 calib_images=args.calib_images, limit_test=args.limit_test,
+                                 **norm)
+    with progress.stage("int8", "convert, then run float and int8 on the test images"):
+        report, content = quality.evaluate_int8(model, data,
+                                                calibration_method=args.calibration_method,
+                                                percentile=args.percentile,
+                                                builtin_kernels=args.builtin_kernels)
     if args.error_budget:
-        report["error_budget"] = export.error_budget(model, data.calibration, data.images,
-                                                     percentile=args.percentile)
+        with progress.stage("budget", "int8 error budget, part by part"):
+            report["error_budget"] = export.error_budget(model, data.calibration, data.images,
+                                                         percentile=args.percentile)
     failures = quality.gate_failures(report, args.min_agreement, args.max_drop)
     report.update(training=training, gate={"min_agreement": args.min_agreement,
                                            "agreement_threshold": quality.agreement_threshold(
