@@ -3,7 +3,7 @@ stage progress.
 
 A user mistake ends in one `error: ...` line on stderr and exit status 2 (argparse's
 usage-error status), without a traceback; Ctrl-C in one `interrupted` line and status 130.
-Nothing here imports TensorFlow: the checks run before the slow imports and the work.
+Importing this module does not import TensorFlow; the checks run before the long work.
 """
 
 import argparse
@@ -106,16 +106,6 @@ def one_line(error):
     """An exception's message on one line (the library's messages are one sentence or two)."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text
-
-
-# --------------------------------------------------------------------------------- quiet
-
-def quiet_libraries():
-    """After TensorFlow is imported: absl's Python log to errors only."""
-    with contextlib.suppress(ImportError):
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity("error")
 
 
 # ------------------------------------------------------------------------------ progress

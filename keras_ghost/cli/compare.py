@@ -285,7 +285,7 @@ def _main(argv):
     args = validate(parse_args(argv))
     from keras_ghost.export import benchmark, write_atomic
 
-    common.quiet_libraries()
+    common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     if args.arm:
         from keras_ghost.export import arm
 

@@ -136,7 +136,7 @@ def _main(argv):
     progress = common.Progress(enabled=not args.quiet)
     from keras_ghost import export
 
-    common.quiet_libraries()
+    common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     with progress.stage("data", f"{args.calib_steps} + {args.holdout} images from "
                                 f"{args.calib_data or 'the bundled set'}"):
         images = export.load_images(args.calib_data, args.data_dir,

@@ -111,7 +111,7 @@ def _main(argv):
     from keras_ghost.training import load_tfds, quality
     from keras_ghost.weights.loading import load_keras_model
 
-    common.quiet_libraries()
+    common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     progress = common.Progress(enabled=not args.quiet)
     spec = keras_ghost.get_spec(args.model)
     norm = dict(mean=spec.mean, std=spec.std)

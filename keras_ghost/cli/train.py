@@ -215,7 +215,7 @@ def _main(argv):
     from keras_ghost.training import data as data_lib
     from keras_ghost.training import trainer
 
-    common.quiet_libraries()
+    common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     spec, recipe, image_size = load_config(args)
     options = trainer.TrainOptions(
         output_dir=args.output_dir or Path("out/train") / args.model,
