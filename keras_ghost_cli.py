@@ -1,71 +1,33 @@
 """Entry point of the `keras-ghost` console script (and of the scripts in tflite/ and
 training/), kept outside the `keras_ghost` package on purpose: importing `keras_ghost`
 imports TensorFlow, whose C++ side prints its log lines (CUDA, oneDNN, absl) before any
-log level applies, so they must be redirected before that import. Nothing here imports
-TensorFlow. The commands themselves live in `keras_ghost.cli`.
+log level applies, so they must be redirected before that import. This module loads
+`keras_ghost/cli/quiet.py` by path (finding the package does not run its `__init__`),
+quiets the logs, then imports and runs `keras_ghost.cli`.
 """
 
-import contextlib
-import io
-import os
+import importlib.util
 import sys
-import tempfile
-import warnings
+from pathlib import Path
 
 
-@contextlib.contextmanager
-def native_stderr_hidden(enabled=True):
-    """Sends what C/C++ code writes to file descriptor 2 (TensorFlow's absl lines before
-    absl::InitializeLog, XNNPACK's and the converter's INFO lines) to a temporary file for
-    the block, while Python's own stderr writes (progress, errors, tracebacks) still reach
-    the terminal. Nested uses are harmless."""
-    if not enabled:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        python_on_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        python_on_fd2 = False  # e.g. pytest's capsys: Python's writes never reach fd 2
-    saved = os.dup(2)
-    log = tempfile.TemporaryFile()
-    os.dup2(log.fileno(), 2)
-    previous = sys.stderr
-    if python_on_fd2:
-        sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), encoding="utf-8",
-                                      errors="replace", line_buffering=True, write_through=True)
-    try:
-        yield
-    finally:
-        if python_on_fd2:
-            sys.stderr.flush()
-            sys.stderr.close()
-            sys.stderr = previous
-        os.dup2(saved, 2)
-        os.close(saved)
-        log.close()
-
-
-def quiet_python_logs(verbose=False):
-    """TensorFlow's C++ log level (before its import) and the UserWarnings Keras and
-    TensorFlow raise about their own internals; absl's Python log once it is imported.
-    `verbose` leaves everything as it is."""
-    if verbose:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    for module in ("keras", "tensorflow", "tf_keras", "absl", "tensorflow_datasets", "h5py"):
-        warnings.filterwarnings("ignore", module=module)
-    if "absl.logging" in sys.modules:
-        sys.modules["absl.logging"].set_verbosity("error")
+def _quiet():
+    """keras_ghost/cli/quiet.py as a module of its own, without importing keras_ghost."""
+    package = importlib.util.find_spec("keras_ghost")
+    path = Path(next(iter(package.submodule_search_locations))) / "cli" / "quiet.py"
+    spec = importlib.util.spec_from_file_location("_keras_ghost_quiet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv=None):
     """`keras-ghost <command> ...`; returns the exit status (0, or raises SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
-    quiet_python_logs(verbose)
-    with native_stderr_hidden(not verbose):
+    quiet = _quiet()
+    quiet.quiet_python_logs(verbose)
+    with quiet.native_stderr_hidden(not verbose):
         from keras_ghost.cli import main as dispatch
 
         return dispatch(argv)

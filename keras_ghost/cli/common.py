@@ -14,8 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# Outside the package, so that the console script can use them before TensorFlow loads.
-from keras_ghost_cli import native_stderr_hidden, quiet_python_logs  # noqa: F401
+from keras_ghost.cli.quiet import native_stderr_hidden, quiet_python_logs  # noqa: F401
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
