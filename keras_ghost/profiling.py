@@ -61,11 +61,21 @@ class Profile:
 
 
 def profile(model, input_shape=None):
-    """Profiles a functional Keras model for one image.
+    """Profiles a functional Keras model (or a registered variant, by name) for one image.
 
     A model built for any image size (None height/width) is rebuilt at `input_shape`
-    (height, width, channels) first.
+    (height, width, channels) first; a name is built at `input_shape` (default: the
+    variant's own size).
     """
+    if isinstance(model, str):
+        from keras_ghost.models.registry import create_model
+
+        kwargs = {} if input_shape is None else {"input_shape": tuple(input_shape)}
+        model = create_model(model, **kwargs)
+        input_shape = None
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"profile() takes a Keras model or a registered variant name (e.g. "
+                        f"profile('ghostnet_100')), got {type(model).__name__}.")
     if input_shape is not None or _has_dynamic_shape(model):
         if input_shape is None:
             raise ValueError(f"'{model.name}' accepts any image size; pass input_shape=(h, w, c) "

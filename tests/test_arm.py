@@ -149,7 +149,7 @@ def test_benchmark_cli_arm_mode(environment, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["m.tflite", "--arm", "cortex-a99"], "--arm cortex-a99: unknown core"),
     (["m.tflite", "--arm-kernels"], "--arm-kernels only applies with --arm"),
-    (["m.tflite", "--arm", "cortex-a76", "--arm-runs", "0"], "--arm-runs must be >= 1"),
+    (["m.tflite", "--arm", "cortex-a76", "--arm-runs", "0"], "argument --arm-runs: must be >= 1"),
     (["m.tflite", "--arm-setup"], "--arm-setup takes no models"),
     (["m.tflite", "--arm", "cortex-a76", "--adb"], "not allowed with argument"),
 ])

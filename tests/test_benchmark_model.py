@@ -305,11 +305,12 @@ def test_cli_usage_errors(argv, message, capsys):
 
 
 def test_cli_bad_input_ends_in_one_error_line(tmp_path):
-    """Run as a script, bad input gives the message (exit status 1), not a traceback."""
+    """Run as a script, bad input gives the message (exit status 2), not a traceback."""
     corrupt = tmp_path / "corrupt.tflite"
     corrupt.write_bytes(b"not a flatbuffer")
     result = subprocess.run([sys.executable, str(REPO / "tflite" / "benchmark.py"), str(corrupt)],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: Not a valid TFLite model")
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: {corrupt}: Not a valid TFLite model")

@@ -77,28 +77,22 @@ def test_convert_cli_end_to_end(tmp_path):
     assert saved["calibration_images"] == 16
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "no_such_model"], "Unknown model 'no_such_model'"),
-    (["--model", "ghostnet_050", "--width", "-1"], "width must be a positive number"),
-    (["--model", "ghostnet_050", "--input-size", "16"], "at least 32"),
-    (["--model", "ghostnet_050", "--weights", "missing.pth"], "Weights file not found"),
-    (["--model", "resnet34", "--width", "0.5"], "'resnet34' .ResNet34. takes no argument 'width'"),
-    (["--int8", "--model", "ghostnet_050", "--calib-data", "cifar100:train"], "not prepared"),
-])
-def test_convert_cli_bad_input_is_one_error_line(args, message, tmp_path):
-    defaults = ["--data-dir", str(tmp_path), "--input-size", "32",
-                "--output", str(tmp_path / "m.tflite")]
-    with pytest.raises(SystemExit, match=f"^error: .*{message}"):
-        _convert_cli().main([*defaults, *args])  # a repeated option: the last one counts
-    assert not list(tmp_path.glob("*.tflite"))
+# Bad input to convert.py: tests/test_cli.py (the table of every CLI's bad inputs).
 
 
-def test_min_agreement_gate_writes_nothing(tmp_path):
+def test_min_agreement_gate_writes_nothing(tmp_path, monkeypatch):
+    from keras_ghost.export import tflite
+
+    fidelity = tflite.fidelity
+    # A conversion that disagrees with its Keras model (as a bad int8 one would).
+    monkeypatch.setattr(tflite, "fidelity", lambda expected, actual: {
+        **fidelity(expected, actual), "top1_agreement": 0.25})
     output = tmp_path / "gated.tflite"
-    with pytest.raises(SystemExit, match="min-agreement"):
+    with pytest.raises(SystemExit, match="top-1 agreement 0.250 < --min-agreement 0.9") as exit_info:
         _convert_cli().main(["--int8", "--model", "ghostnet_050", "--input-size", "32",
-                             "--calib-steps", "8", "--holdout", "4", "--min-agreement", "1.01",
+                             "--calib-steps", "8", "--holdout", "4", "--min-agreement", "0.9",
                              "--output", str(output)])
+    assert exit_info.value.code == 1  # the result failed the gate: not a usage error
     assert list(tmp_path.iterdir()) == []
 
 

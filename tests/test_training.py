@@ -26,7 +26,7 @@ TRAIN = REPO / "training" / "train.py"
 needs_cifar = pytest.mark.skipif(not (DATA_DIR / "cifar10").is_dir(),
                                  reason="CIFAR-10 TFDS copy not in ../shared/tfds")
 TINY = ["--model", "ghostnet_050", "--width", "0.25", "--image-size", "32",
-        "--data-dir", str(DATA_DIR), "--no-tensorboard", "--verbose", "2"]
+        "--data-dir", str(DATA_DIR), "--no-tensorboard", "--fit-verbose", "2"]
 
 
 def tiny_model(classes=10, seed=0):

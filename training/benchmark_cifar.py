@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keras_ghost
+
+from keras_ghost.cli.common import UsageError, run  # noqa: E402  (after the log level)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "tfds"
 MOBILENETV2 = "mobilenetv2"  # keras.applications.MobileNetV2, weights=None
@@ -93,7 +96,7 @@ def main(argv=None):
     recipe = recipes.load_recipe(args.recipe).replace(epochs=args.epochs,
                                                       batch_size=args.batch_size)
     if recipe.image_size is None:
-        sys.exit(f"error: recipe {recipe.name} sets no image_size; the models need one size.")
+        raise UsageError(f"recipe {recipe.name} sets no image_size; the models need one size.")
     rows = []
     for name in args.models:
         options = trainer.TrainOptions(
@@ -105,7 +108,7 @@ def main(argv=None):
         try:
             train_ds, *_ = trainer.input_pipelines(recipe, options, size, recipe.batch_size)
         except ValueError as e:
-            sys.exit(f"error: {e}")
+            raise UsageError(str(e)) from None
         pipeline = data_lib.benchmark_input(train_ds, args.pipeline_steps)
         print(f"== {name}: input pipeline alone {pipeline['images_per_second']} images/s",
               flush=True)
@@ -128,4 +131,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

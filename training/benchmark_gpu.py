@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keras_ghost
+
+from keras_ghost.cli.common import run  # noqa: E402  (after the log level)
 
 DEFAULT_MODELS = ["g_ghost_regnetx_032", "regnetx032", "resnet50", "g_ghost_resnet34",
                   "resnet34", "ghostnet_100", "mobilenetv3large"]
@@ -139,4 +142,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keras_ghost
+
+from keras_ghost.cli.common import run  # noqa: E402  (after the log level)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "tfds"
 
@@ -231,4 +234,4 @@ def markdown(report):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -72,8 +72,10 @@ def benchmark(paths, num_threads=1, warmup_runs=5, runs=50, seed=0, block=10):
     runs. Noise still hits all models alike, while each is timed warm, the way
     `benchmark_model` times one model. `block=1` alternates every run (cold caches).
     """
-    if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}.")
+    for name, value, least in (("num_threads", num_threads, 1), ("warmup_runs", warmup_runs, 0),
+                               ("runs", runs, 1), ("block", block, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
     rng = np.random.default_rng(seed)
     states = []
     for path in paths:
@@ -116,9 +118,15 @@ def _fmt(value, scale=1.0, digits=2):
     return "-" if value is None else f"{value / scale:.{digits}f}"
 
 
+MEMORY_NOTE = ("RSS +MB: resident memory the process gained while the interpreter was created "
+               "and ran once (local runs; benchmark_model: its footprint delta from the start "
+               "of the tool); not the model's total footprint.")
+
+
 def markdown(results):
+    """The results as a Markdown table, with `MEMORY_NOTE` under it."""
     lines = ["| model | threads | avg ms | std ms | min ms | p50 ms | p90 ms | p95 ms | init ms "
-             "| mem MB |",
+             "| RSS +MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         ms = [_fmt(getattr(r, f), 1e3) for f in
@@ -126,4 +134,4 @@ def markdown(results):
         lines.append(f"| {r.model} | {'-' if r.num_threads is None else r.num_threads} | "
                      f"{' | '.join(ms)} | {_fmt(r.init_us, 1e3, 1)} | "
                      f"{_fmt(r.memory_delta_mb, digits=1)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", MEMORY_NOTE])

@@ -5,6 +5,7 @@ from the JPEG re-encoding of the CIFAR-10 test split; see keras_ghost/data/READM
 a TFDS dataset `name[:split]` read from a local data dir, or a folder of image files.
 """
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -39,8 +40,18 @@ def _folder_images(folder, limit):
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}.")
-    return [tf.io.decode_image(tf.io.read_file(str(p)), channels=3, expand_animations=False).numpy()
-            for p in files]
+    images = []
+    for path in files:
+        try:
+            images.append(tf.io.decode_image(tf.io.read_file(str(path)), channels=3,
+                                             expand_animations=False).numpy())
+        except tf.errors.OpError as e:  # a corrupt or truncated file: name it
+            # TF's message is "{{function_node ...}} jpeg::Uncompress failed. ... [Op:...]"
+            reason = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(e.message.split()))
+            reason = reason.split(" [Op:")[0][:160]
+            raise ValueError(f"{path} is not a readable image ({reason}); remove or replace "
+                             f"it, or give --calib-data a folder without it.") from None
+    return images
 
 
 def _tfds_images(source, data_dir, limit):

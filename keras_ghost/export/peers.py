@@ -142,7 +142,7 @@ def _convert_kecam_main(argv):
     import tensorflow as tf
     from keras_cv_attention_models import ghostnet
 
-    from keras_ghost.export.tflite import _configure, _check_calibration, write_atomic
+    from keras_ghost.export.tflite import check_calibration, configure_converter, write_atomic
 
     name, mode, shape, calib_path, output = argv
     input_shape = tuple(int(d) for d in shape.split(","))
@@ -150,7 +150,7 @@ def _convert_kecam_main(argv):
                                                classifier_activation=None)
     calibration = None
     if mode == "int8":
-        calibration = _check_calibration(np.load(calib_path), input_shape)
+        calibration = check_calibration(np.load(calib_path), input_shape)
 
     @tf.function(input_signature=[tf.TensorSpec((1, *input_shape), tf.float32)])
     def serve(x):
@@ -158,7 +158,7 @@ def _convert_kecam_main(argv):
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], model)
-    _configure(converter, mode, calibration, "int8")
+    configure_converter(converter, mode, calibration, "int8")
     write_atomic(converter.convert(), output)
 
 

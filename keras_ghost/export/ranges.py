@@ -34,7 +34,7 @@ def _ranged_tensors(subgraph):
             and len(t.quantization.min) == 1]
 
 
-def measure(calibrated, calibration, indices):
+def measure(calibrated, calibration, indices, progress=None):
     """Per image, the min and max of each tensor in `indices` of a float model:
     two arrays shaped (images, tensors); NaN where a tensor cannot be read."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -56,6 +56,8 @@ def measure(calibrated, calibration, indices):
                 continue
             if values.size:
                 lows[n, k], highs[n, k] = values.min(), values.max()
+        if progress is not None:
+            progress()
     return lows, highs
 
 
@@ -66,7 +68,7 @@ def percentile_range(lows, highs, percentile):
             np.nanpercentile(highs, percentile, 0))
 
 
-def set_ranges(calibrated, calibration, method="percentile", percentile=99.0):
+def set_ranges(calibrated, calibration, method="percentile", percentile=99.0, progress=None):
     """The calibrated float model (`converter._experimental_calibrate_only`) with the
     activation ranges of `method` measured on `calibration`."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -74,7 +76,7 @@ def set_ranges(calibrated, calibration, method="percentile", percentile=99.0):
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
     subgraph = model.subgraphs[0]
     indices = _ranged_tensors(subgraph)
-    lows, highs = measure(calibrated, calibration, indices)
+    lows, highs = measure(calibrated, calibration, indices, progress)
     exact = np.nanmin(lows, 0), np.nanmax(highs, 0)
     if method == "percentile":
         robust = percentile_range(lows, highs, percentile)
@@ -101,9 +103,11 @@ def calibrate_only(converter):
         converter._experimental_calibrate_only = False
 
 
-def convert_int8(converter, calibration, io_type, method="percentile", percentile=99.0):
+def convert_int8(converter, calibration, io_type, method="percentile", percentile=99.0,
+                 progress=None):
     """Full-int8 conversion of a converter already configured for int8 (representative
-    dataset, int8 builtins, io types), with the activation ranges of `method`."""
+    dataset, int8 builtins, io types), with the activation ranges of `method`; `progress()`
+    is called once per image measured."""
     import tensorflow as tf
 
     check_method(method, percentile)
@@ -117,6 +121,6 @@ def convert_int8(converter, calibration, io_type, method="percentile", percentil
                            f"TensorFlow {tf.__version__} lacks; use "
                            "calibration_method='tflite'.") from e
     calibrated = calibrate_only(converter)
-    edited = set_ranges(calibrated, calibration, method, percentile)
+    edited = set_ranges(calibrated, calibration, method, percentile, progress)
     dtype = tf.float32 if io_type == "float" else getattr(tf, io_type)
     return mlir_quantize(edited, False, input_data_type=dtype, output_data_type=dtype)

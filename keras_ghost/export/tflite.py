@@ -15,7 +15,7 @@ IO_TYPES = ("int8", "uint8", "float")
 
 
 def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
-            calibration_method="percentile", percentile=99.0):
+            calibration_method="percentile", percentile=99.0, progress=None):
     """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
 
     `calibration` (float32 array shaped like the model input, already preprocessed) is
@@ -24,7 +24,9 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
     set ("percentile" of the per-image extremes, exact "minmax", or "tflite": the
     converter's calibrator as is; see `keras_ghost.export.ranges`). With `optimize`, the
     deploy-time graph rewrites of `keras_ghost.export.optimize_for_inference` run first
-    (outputs unchanged, checked). Only TFLite builtin ops are allowed.
+    (outputs unchanged, checked). Only TFLite builtin ops are allowed. `progress`, a
+    `callback(done, total)`, follows the int8 calibration: one step per image per pass
+    (TFLite's calibrator, then the range measurement).
     """
     from keras_ghost.export import ranges
 
@@ -37,21 +39,24 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
         raise ValueError(f"'{model.name}' has a dynamic input {input_shape}; build it with a "
                          "fixed input_shape for export.")
     if mode == "int8":  # before the (slow) SavedModel export
-        calibration = _check_calibration(calibration, input_shape)
+        calibration = check_calibration(calibration, input_shape)
         ranges.check_method(calibration_method, percentile)
     if optimize:
         from keras_ghost.export.optimize import deploy_settings, optimize_for_inference
 
         model = optimize_for_inference(model, **deploy_settings(mode))
-    with _converter(model, mode, calibration, io_type) as converter:
+    passes = 1 if calibration_method == "tflite" else 2
+    total = passes * len(calibration) if mode == "int8" else 0
+    counted = None if progress is None or not total else _counter(progress, total)
+    with _converter(model, mode, calibration, io_type, counted) as converter:
         if mode == "int8":
             return ranges.convert_int8(converter, calibration, io_type, calibration_method,
-                                       percentile)
+                                       percentile, progress=counted)
         return converter.convert()
 
 
 @contextlib.contextmanager
-def _converter(model, mode, calibration, io_type):
+def _converter(model, mode, calibration, io_type, progress=None):
     """A configured TFLiteConverter over a SavedModel export of `model` with a static
     batch-1 signature (the converter freezes its variables; the .tflite input is
     (1, h, w, c)). The SavedModel lives as long as the block."""
@@ -61,12 +66,34 @@ def _converter(model, mode, calibration, io_type):
     with tempfile.TemporaryDirectory() as saved_model, contextlib.redirect_stdout(io.StringIO()):
         model.export(saved_model, format="tf_saved_model", input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        _configure(converter, mode, calibration, io_type)
+        configure_converter(converter, mode, calibration, io_type, progress)
         yield converter
 
 
-def _configure(converter, mode, calibration, io_type):
+def _counter(progress, total):
+    """`step()`: calls `progress(done, total)` with one more image done."""
+    done = [0]
+    progress(0, total)
+
+    def step():
+        done[0] = min(done[0] + 1, total)
+        progress(done[0], total)
+
+    return step
+
+
+def configure_converter(converter, mode, calibration=None, io_type="int8", progress=None):
+    """Sets a `tf.lite.TFLiteConverter` up for `mode` the way `convert` does: builtin ops
+    only; fp16 / dynamic-range weights; or full int8 with `calibration` (float32 images,
+    preprocessed) as representative dataset and `io_type` in and out. `progress()` is
+    called once per calibration image the converter reads."""
     import tensorflow as tf
+
+    def representative():
+        for x in calibration:
+            yield [x[None]]
+            if progress is not None:
+                progress()
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "fp16":
@@ -76,14 +103,15 @@ def _configure(converter, mode, calibration, io_type):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+        converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_type != "float":
             converter.inference_input_type = getattr(tf, io_type)
             converter.inference_output_type = getattr(tf, io_type)
 
 
-def _check_calibration(calibration, input_shape):
+def check_calibration(calibration, input_shape):
+    """`calibration` as float32 (n, *input_shape); raises naming both shapes."""
     if calibration is None:
         raise ValueError("int8 conversion needs calibration images.")
     calibration = np.asarray(calibration, dtype="float32")
@@ -127,6 +155,11 @@ def run(model_content, images, xnnpack=True):
     TFLite's built-in kernels instead of the XNNPACK delegate."""
     it = interpreter(model_content, xnnpack=xnnpack)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    expected = tuple(int(d) for d in inp["shape"][1:])
+    if np.ndim(images) != 1 + len(expected) or tuple(np.shape(images)[1:]) != expected:
+        raise ValueError(f"images of shape {np.shape(images)} do not fit the .tflite input "
+                         f"(1, {', '.join(map(str, expected))}): pass (n, "
+                         f"{', '.join(map(str, expected))}) float32 images, preprocessed.")
     results = []
     for x in images:
         x = x[None]

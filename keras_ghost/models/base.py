@@ -37,6 +37,11 @@ def check_width(width):
 
 
 def check_top_args(include_top, weights, classes, pooling, spec):
+    if include_top and (not isinstance(classes, numbers.Integral) or isinstance(classes, bool)
+                        or classes < 1):
+        raise ValueError(f"classes must be a whole number >= 1 (the classifier's outputs, "
+                         f"e.g. 10 for CIFAR-10), got {classes!r}; or include_top=False for "
+                         "the features alone.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}.")
     if weights == "imagenet":

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import keras_ghost
+from keras_ghost.quantization import jobs
 
 IO_TYPES = ("int8", "uint8", "float")
 
@@ -21,10 +22,11 @@ class QATError(RuntimeError):
 
 
 def run_worker(job, verbose=True):
-    """Runs one job in `python -m keras_ghost.quantization.worker`; returns its result."""
+    """Runs one job (a `jobs` dataclass) in `python -m keras_ghost.quantization.worker`;
+    returns its result."""
     with tempfile.TemporaryDirectory(prefix="keras_ghost_qat_") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(json.dumps(job))
+        job_path.write_text(jobs.to_json(job))
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         # The worker imports this very package, installed or not.
@@ -107,19 +109,19 @@ def finetune(model, output, *, dataset="cifar10", data_dir=None, epochs=1, batch
         if mode not in ("int8", "fp32"):
             raise ValueError(f"extra_outputs[{path!r}]: mode must be 'int8' or 'fp32'.")
     with tempfile.TemporaryDirectory(prefix="keras_ghost_qat_") as tmp:
-        job = dict(task="finetune", keras_model=_model_file(model, tmp),
-                   output=str(Path(output).resolve()), dataset=dataset,
-                   data_dir=None if data_dir is None else str(data_dir), epochs=int(epochs),
-                   batch_size=int(batch_size), learning_rate=float(learning_rate),
-                   qat=bool(qat), prune=bool(prune), target_sparsity=float(target_sparsity),
-                   prune_epochs=int(prune_epochs), prune_end_fraction=float(prune_end_fraction),
-                   calib_images=int(calib_images), io_type=io_type,
-                   mean=list(mean or IMAGENET_MEAN), std=list(std or IMAGENET_STD),
-                   deploy_graph=bool(deploy_graph), limit_train=limit_train,
-                   limit_test=limit_test, evaluate=bool(evaluate), seed=int(seed),
-                   extra_outputs={str(Path(p).resolve()): list(v)
-                                  for p, v in (extra_outputs or {}).items()},
-                   verbose=verbose)
+        job = jobs.FinetuneJob(
+            keras_model=_model_file(model, tmp), output=str(Path(output).resolve()),
+            dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+            epochs=int(epochs), batch_size=int(batch_size), learning_rate=float(learning_rate),
+            qat=bool(qat), prune=bool(prune), target_sparsity=float(target_sparsity),
+            prune_epochs=int(prune_epochs), prune_end_fraction=float(prune_end_fraction),
+            calib_images=int(calib_images), io_type=io_type,
+            mean=[float(m) for m in (mean or IMAGENET_MEAN)],
+            std=[float(s) for s in (std or IMAGENET_STD)], deploy_graph=bool(deploy_graph),
+            limit_train=limit_train, limit_test=limit_test, evaluate=bool(evaluate),
+            seed=int(seed), extra_outputs={str(Path(p).resolve()): list(v)
+                                           for p, v in (extra_outputs or {}).items()},
+            verbose=int(verbose))
         return run_worker(job, verbose=bool(verbose))
 
 
@@ -142,10 +144,10 @@ def quantize_aware(model, output, calibration=None, *, io_type="int8", deploy_gr
     with tempfile.TemporaryDirectory(prefix="keras_ghost_qat_") as tmp:
         calib_path = Path(tmp) / "calibration.npy"
         np.save(calib_path, np.asarray(calibration, "float32"))
-        job = dict(task="convert", keras_model=_model_file(model, tmp),
-                   calibration=str(calib_path), output=str(Path(output).resolve()),
-                   io_type=io_type, deploy_graph=bool(deploy_graph),
-                   qat_model=None if qat_model is None else str(Path(qat_model).resolve()))
+        job = jobs.ConvertJob(
+            keras_model=_model_file(model, tmp), calibration=str(calib_path),
+            output=str(Path(output).resolve()), io_type=io_type, deploy_graph=bool(deploy_graph),
+            qat_model=None if qat_model is None else str(Path(qat_model).resolve()))
         return run_worker(job, verbose=False)
 
 
@@ -159,6 +161,6 @@ def check_translation(models, graphs=("raw",), quantize=False):
             sub = Path(tmp) / str(i)
             sub.mkdir()
             paths.append(_model_file(model, sub))
-        job = dict(task="check_translation", keras_models=paths, graphs=list(graphs),
-                   quantize=bool(quantize))
+        job = jobs.TranslationJob(keras_models=paths, graphs=list(graphs),
+                                  quantize=bool(quantize))
         return run_worker(job, verbose=False)

@@ -14,16 +14,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv=None):
-    import json
     import traceback
 
     job_path, result_path = (argv or sys.argv[1:])[:2]
     from keras_ghost.io_utils import write_atomic
 
     try:
+        from keras_ghost.quantization import jobs, pipeline
+
         with open(job_path) as f:
-            job = json.load(f)
-        from keras_ghost.quantization import pipeline
+            job = jobs.from_json(f.read())
 
         result = {"ok": True, "result": pipeline.run(job)}
     except Exception as e:  # reported to the parent, which raises it with context

@@ -1,6 +1,12 @@
 """`weights=` handling of every builder: Keras files, PyTorch checkpoints, "imagenet"."""
 
+import collections
+import io
 import os
+import re
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -32,13 +38,108 @@ def load_weights(model, weights, spec=None, torch_rules=()):
         return assign_weights(model, grouped, source=str(path))
     if path.name.endswith(".npz"):
         return _load_npz(model, path)
+    check_keras_weights_fit(model, path)
     try:
-        model.load_weights(str(path))
+        with warnings.catch_warnings():  # Keras' per-layer notes: the check said it all
+            warnings.simplefilter("ignore")
+            model.load_weights(str(path))
     except Exception as e:
-        raise ValueError(f"Could not load {path} into '{model.name}': {e}\nA weights file "
-                         "saved from another variant, width or input config does not fit; "
-                         "build the model the file was saved from.") from e
+        raise ValueError(f"Could not load {path} into '{model.name}': {' '.join(str(e).split())[:300]} "
+                         "A weights file saved from another variant, width or input config "
+                         "does not fit; build the model the file was saved from.") from e
     return model
+
+
+def load_keras_model(path):
+    """`keras.saving.load_model(path, safe_mode=True)` with one-line errors naming the
+    file: missing, not a complete .keras archive (truncated), or not loadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}.")
+    _keras_weight_shapes(path)  # the archive is complete and holds weights
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:
+        raise ValueError(f"Could not load the Keras model {path}: {type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:300]}") from e
+
+
+def _keras_weight_shapes(path):
+    """`{h5 path: shape}` of the layer weights in a `.keras` archive or a `.weights.h5`
+    file; ValueError naming the file when it is neither (e.g. truncated)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        if path.name.endswith(".keras"):
+            if not zipfile.is_zipfile(path):
+                raise ValueError(f"{path} is not a complete .keras file: it is not a zip "
+                                 "archive (truncated, or not written by model.save()); "
+                                 "copy or save it again.")
+            with zipfile.ZipFile(path) as archive:
+                if "model.weights.h5" not in archive.namelist():
+                    raise ValueError(f"{path} is a zip archive without model.weights.h5, not "
+                                     "a .keras file written by model.save().")
+                store = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        else:
+            if not h5py.is_hdf5(path):
+                raise ValueError(f"{path} is not an HDF5 weights file (truncated, or not "
+                                 "written by model.save_weights()); save it again.")
+            store = h5py.File(path, "r")
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); copy or save it "
+                         "again.") from e
+    shapes = {}
+    with store:
+        store.visititems(lambda name, item: shapes.__setitem__(name, tuple(item.shape))
+                         if isinstance(item, h5py.Dataset) and name.startswith("layers/")
+                         else None)
+    return shapes
+
+
+def _snake_case(name):
+    # Keras' own naming of a layer list's entries in a weights file (class name, snake case).
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _layer_of_key(model):
+    """`{"layers/conv2d_3": layer}` as Keras lays out a functional model's weights."""
+    counts, keys = collections.Counter(), {}
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        keys[f"layers/{base}" + (f"_{counts[base]}" if counts[base] else "")] = layer
+        counts[base] += 1
+    return keys
+
+
+def check_keras_weights_fit(model, path):
+    """Raises ValueError naming the first layer whose weights in the Keras file `path`
+    differ from `model`'s (both shapes), before Keras' loader prints per-layer notes."""
+    found = _keras_weight_shapes(path)
+    with tempfile.TemporaryDirectory() as tmp:  # the layout `model` itself writes
+        own = Path(tmp) / "own.weights.h5"
+        model.save_weights(own)
+        expected = _keras_weight_shapes(own)
+    if found == expected:
+        return
+    layers = _layer_of_key(model)
+    order = {group: n for n, group in enumerate(layers)}
+    differ = sorted((k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k)),
+                    key=lambda k: (order.get(k.rpartition("/vars/")[0], len(order)), k))
+    key = differ[0]
+    group, _, index = key.rpartition("/vars/")
+    layer = layers.get(group)
+    what = (f"layer '{layer.name}' expects {layer.weights[int(index)].path} of shape "
+            f"{expected[key]}" if layer is not None and key in expected and index.isdigit()
+            and int(index) < len(layer.weights) else
+            f"'{key}' should be {expected.get(key, 'absent')}")
+    raise ValueError(f"{path} does not fit '{model.name}': {what}, the file has "
+                     f"{found.get(key, 'none')} ({len(differ)} of {len(expected)} weights "
+                     "differ). The file is for another variant, width, input config or "
+                     "number of classes: build the model it was saved from.")
 
 
 def assign_weights(model, grouped, source):
