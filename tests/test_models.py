@@ -18,6 +18,12 @@ GOLDEN = {
     "ghostnetv2_100": (6_156_908, 167.0e6),
     "ghostnetv2_130": (8_960_404, 269.3e6),
     "ghostnetv2_160": (12_392_698, 398.6e6),
+    # GhostNetV3 in training form: timm's parameter counts (ARCHITECTURES.md); MACs of every
+    # branch (our count: the deployed form, tests/test_ghostnetv3.py, has V2's MACs).
+    "ghostnetv3_050": (3_395_384, 117.5e6),
+    "ghostnetv3_100": (8_129_028, 404.1e6),
+    "ghostnetv3_130": (12_217_720, 654.8e6),
+    "ghostnetv3_160": (17_275_700, 971.6e6),
     # C-Ghost plug-in models at their registered input size (32x32 for CIFAR). Plain nets:
     # counted by hand from the papers' definitions (He et al. option-A ResNet-56: 853,018;
     # Li et al. VGG-16: 14,987,722); ghost ones: our counts, checked against the GhostNet

@@ -162,7 +162,7 @@ def convert_all(args):
             options = deploy_options(variant) if variant else {}
             if options:  # convert()'s settings for this mode, but for the variant's
                 options = {**export.deploy_settings(mode), **options}
-                optimized = export.optimize_for_inference(model, **options)
+                optimized = export.optimize_for_inference(export.deploy_form(model), **options)
                 content = export.convert(optimized, mode, calibration, optimize=False)
             else:
                 content = export.convert(model, mode, calibration, optimize=options is not None)

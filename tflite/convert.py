@@ -42,6 +42,9 @@ def parse_args(argv=None):
                    help="normalize inside the graph: the .tflite takes raw 0..255 pixels")
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
                    help="skip the deploy-time graph rewrites (BN folding, delegable DFC gate, ...)")
+    p.add_argument("--no-reparameterize", dest="reparameterize", action="store_false",
+                   help="export multi-branch training-form blocks (GhostNetV3) as they are "
+                        "instead of fusing them first (keras_ghost.reparameterize)")
     p.add_argument("--remove-pad", action="store_true", default=None,
                    help="absorb every PAD op into its conv, growing even-size stride-2 kernels "
                         "by a zero row/column (slower on XNNPACK; see the README). By default "
@@ -89,12 +92,13 @@ def main(argv=None):
     data = export.to_model_input(images, input_shape, **norm)
     calibration, holdout = data[:-args.holdout], data[-args.holdout:]
 
-    deploy = model
+    deploy = export.deploy_form(model) if args.reparameterize else model
     if args.optimize:
-        deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad,
+        deploy = export.optimize_for_inference(deploy, remove_pad=args.remove_pad,
                                                **export.deploy_settings(args.mode))
     content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
-                             optimize=False, calibration_method=args.calibration_method,
+                             optimize=False, reparameterize=False,
+                             calibration_method=args.calibration_method,
                              percentile=args.percentile)
     expected = model.predict(holdout, verbose=0)
     result = export.report(content, args.mode, expected, export.run(content, holdout))

@@ -6,9 +6,9 @@ from keras_ghost.export.calibration import load_images, to_model_input
 from keras_ghost.export.optimize import (check_equivalent, deploy_settings,
                                          optimize_for_inference)
 from keras_ghost.export.sensitivity import error_budget
-from keras_ghost.export.tflite import (MODES, convert, fidelity, op_histogram, read_tflite, report,
-                                       run, write_atomic)
+from keras_ghost.export.tflite import (MODES, convert, deploy_form, fidelity, op_histogram,
+                                       read_tflite, report, run, write_atomic)
 
-__all__ = ["MODES", "benchmark", "check_equivalent", "convert", "deploy_settings", "error_budget",
+__all__ = ["MODES", "benchmark", "check_equivalent", "convert", "deploy_form", "deploy_settings", "error_budget",
            "fidelity", "load_images", "op_histogram", "optimize_for_inference", "read_tflite",
            "report", "run", "to_model_input", "write_atomic"]

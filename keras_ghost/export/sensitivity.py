@@ -117,8 +117,9 @@ def error_budget(model, calibration, images, *, percentile=99.0, optimize=True,
     deploy = model
     if optimize:
         from keras_ghost.export.optimize import optimize_for_inference
+        from keras_ghost.export.tflite import deploy_form
 
-        deploy = optimize_for_inference(model, split_hard_swish=True)
+        deploy = optimize_for_inference(deploy_form(model), split_hard_swish=True)
     expected = model.predict(images, batch_size=batch_size, verbose=0)
 
     def measure(simulated):

@@ -15,7 +15,7 @@ IO_TYPES = ("int8", "uint8", "float")
 
 
 def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
-            calibration_method="percentile", percentile=99.0):
+            calibration_method="percentile", percentile=99.0, reparameterize=True):
     """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
 
     `calibration` (float32 array shaped like the model input, already preprocessed) is
@@ -24,7 +24,10 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
     set ("percentile" of the per-image extremes, exact "minmax", or "tflite": the
     converter's calibrator as is; see `keras_ghost.export.ranges`). With `optimize`, the
     deploy-time graph rewrites of `keras_ghost.export.optimize_for_inference` run first
-    (outputs unchanged, checked). Only TFLite builtin ops are allowed.
+    (outputs unchanged, checked). With `reparameterize`, multi-branch training-form
+    blocks (GhostNetV3, RepVGG / MobileOne style) are first fused into single convs by
+    `keras_ghost.reparameterize` (outputs checked too); `False` exports the branches as
+    they are. Only TFLite builtin ops are allowed.
     """
     from keras_ghost.export import ranges
 
@@ -39,6 +42,8 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
     if mode == "int8":  # before the (slow) SavedModel export
         calibration = _check_calibration(calibration, input_shape)
         ranges.check_method(calibration_method, percentile)
+    if reparameterize:
+        model = deploy_form(model)
     if optimize:
         from keras_ghost.export.optimize import deploy_settings, optimize_for_inference
 
@@ -48,6 +53,14 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
             return ranges.convert_int8(converter, calibration, io_type, calibration_method,
                                        percentile)
         return converter.convert()
+
+
+def deploy_form(model):
+    """`model` with its re-parameterizable branch sums fused (`keras_ghost.reparameterize`),
+    or `model` itself when it has none (no rebuild, so other graphs export as before)."""
+    from keras_ghost.reparam import fusable_sums, reparameterize
+
+    return reparameterize(model) if fusable_sums(model) else model
 
 
 @contextlib.contextmanager
