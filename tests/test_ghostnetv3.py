@@ -71,6 +71,10 @@ def test_both_forms_match_timm(name, reference):
         assert_same_logits(model, model_ref, size, name)
     deployed = keras_ghost.reparameterize(model)
     assert keras_ghost.profile(deployed).params == deploy_params
+    # Deployed, it is GhostNetV2's graph: the same MACs.
+    width = keras_ghost.get_spec(name).kwargs["width"]
+    v2 = keras_ghost.GhostNetV2(width=width, input_shape=(*size, 3))
+    assert keras_ghost.profile(deployed).macs == keras_ghost.profile(v2).macs
     assert_same_logits(deployed, deployed_ref, size, f"{name} deployed")
     # Deployed: no multi-branch sum and no BN left inside the ghost modules and dw convs.
     names = [layer.name for layer in deployed.layers]

@@ -17,13 +17,14 @@ LABEL_SMOOTHING = 0.1
 
 def load_keras3(path, deploy_graph):
     """The Keras 3 model from a `.keras` file; with `deploy_graph`, the graph that
-    `keras_ghost.export` converts (BN folded, gates rewritten; outputs unchanged)."""
+    `keras_ghost.export` converts (branch sums re-parameterized, BN folded, gates
+    rewritten; outputs unchanged): QAT trains the kernels that get deployed."""
     import keras
 
-    from keras_ghost.export import optimize_for_inference
+    from keras_ghost.export import deploy_form, optimize_for_inference
 
     model = keras.saving.load_model(path, safe_mode=True)
-    return optimize_for_inference(model) if deploy_graph else model
+    return optimize_for_inference(deploy_form(model)) if deploy_graph else model
 
 
 def arrays(dataset, split, data_dir, image_size, mean, std):
