@@ -137,3 +137,13 @@ def test_ghostnetv3_deployed_form_equals_training_form():
     expected = np.asarray(model(x, training=False))
     np.testing.assert_allclose(np.asarray(deployed(x, training=False)), expected,
                                atol=1e-5 * np.abs(expected).max(), rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in keras_ghost.list_models()
+                                  if keras_ghost.get_spec(n).family != "GhostNetV3"])
+def test_other_families_have_no_fusable_sums(name):
+    """The export applies reparameterize to every model: only GhostNetV3 changes (the
+    residual adds of the other families have branches of different tensors)."""
+    model = keras_ghost.create_model(name, input_shape=(32, 32, 3), classes=10)
+    assert fusable_sums(model) == []
