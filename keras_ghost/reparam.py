@@ -56,8 +56,9 @@ class _Fusion:
 def reparameterize(model, verify=True, atol=1e-5, name=None):
     """Returns a new functional model in deployed form: every sum of parallel conv / BN /
     identity branches of one input (see the module docstring) fused into one conv with
-    bias; all other layers keep their weights. With `verify`, both models run on a random
-    batch in inference mode and must agree within `atol` times the output scale.
+    bias; all other layers keep their weights. With `verify` (and a static input shape),
+    both models run on a random batch in inference mode and must agree within `atol`
+    times the output scale.
 
     A model without such sums comes back as an equal copy. The fused conv of a sum named
     `X.add` is named `X.conv` (`X.pad` for its padding), else `{sum name}.conv`.
