@@ -147,3 +147,23 @@ def test_other_families_have_no_fusable_sums(name):
     residual adds of the other families have branches of different tensors)."""
     model = keras_ghost.create_model(name, input_shape=(32, 32, 3), classes=10)
     assert fusable_sums(model) == []
+
+
+def test_export_fuses_by_default_and_opts_out():
+    """`export.convert` re-parameterizes first (fewer convs, same outputs);
+    `reparameterize=False` exports the branches as they are."""
+    from keras_ghost import export
+
+    keras.utils.set_random_seed(3)
+    model = randomize_bn(user_model((32, 32)))
+    x = np.random.default_rng(4).standard_normal((2, 32, 32, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    counts = {}
+    for fuse in (True, False):
+        content = export.convert(model, "fp32", reparameterize=fuse)
+        ops = export.op_histogram(content)
+        counts[fuse] = ops.get("CONV_2D", 0) + ops.get("DEPTHWISE_CONV_2D", 0)
+        np.testing.assert_allclose(export.run(content, x), expected,
+                                   atol=1e-4 * np.abs(expected).max())
+    # 4 sums of 2-5 convs each -> 4 convs; the residual's conv stays.
+    assert counts[True] == 5 and counts[False] > counts[True]
