@@ -3,12 +3,13 @@
 from keras_ghost import layers
 from keras_ghost.models import AsymmNetLarge, AsymmNetSmall
 from keras_ghost.models import CifarResNet56, CifarVGG16, GhostResNet50
-from keras_ghost.models import GhostNet, GhostNetV2, ModelSpec, create_model, get_spec, list_models
+from keras_ghost.models import GhostNet, GhostNetV2, GhostNetV3, ModelSpec, create_model, get_spec, list_models
 from keras_ghost.models import GGhostRegNet, GGhostResNet34, RegNetX, ResNet34
 from keras_ghost.layers.g_ghost import g_ghost_stage
 from keras_ghost.models.ghostify import ghostify
 from keras_ghost.preprocessing import preprocess_input
 from keras_ghost.profiling import Profile, profile
+from keras_ghost.reparam import reparameterize
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "CifarVGG16",
     "GhostNet",
     "GhostNetV2",
+    "GhostNetV3",
     "GhostResNet50",
     "ModelSpec",
     "Profile",
@@ -34,4 +36,5 @@ __all__ = [
     "list_models",
     "preprocess_input",
     "profile",
+    "reparameterize",
 ]

@@ -96,7 +96,10 @@ def python_env(**extra):
 # Families whose costly checks run only with `-m slow`: their layers are already covered by
 # a cheaper family (ResNet34's basic blocks by GGhostResNet34; ghostify by the CIFAR ghost
 # models), and a ResNet-34 / ResNet-50 export takes 20-30 s of the default run.
-SLOW_FAMILIES = {"ResNet34", "GhostResNet50"}
+# GhostNetV3 (892 layers in training form) is built from the layer types of GhostNetV2;
+# its own default checks (timm in both forms, save/load, export) are in
+# tests/test_ghostnetv3.py and tests/test_export.py.
+SLOW_FAMILIES = {"ResNet34", "GhostResNet50", "GhostNetV3"}
 
 
 def registry_sweep(pattern="*", everything=True):

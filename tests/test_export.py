@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -167,3 +168,32 @@ def test_compare_cli_times_ours_and_a_keras_peer(tmp_path):
     assert "| ghostnet_050 |" in text and "| mobilenetv3small |" in text
     with pytest.raises(SystemExit, match="unknown model"):
         compare.main(["--models", "resnet9000"])
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("ghostnetv3_100", SMALL),
+    pytest.param("ghostnetv3_100", (224, 224, 3), marks=pytest.mark.slow, id="224"),
+])
+def test_ghostnetv3_exports_reparameterized(name, shape):
+    """The export fuses GhostNetV3's branches first (keras_ghost.reparameterize): fp32
+    equals the training-form Keras model, int8 runs as one XNNPACK partition."""
+    keras.utils.set_random_seed(0)
+    model = randomize_bn(keras_ghost.create_model(name, input_shape=shape,
+                                                  classifier_activation=None))
+    spec = keras_ghost.get_spec(name)
+    data = export.to_model_input(export.load_images(None, limit=28), shape, spec.mean, spec.std)
+    calibration, held_out = data[:-4], data[-4:]
+    expected = model.predict(held_out, verbose=0)
+    convs = sum(type(layer).__name__ in ("Conv2D", "DepthwiseConv2D") for layer in model.layers)
+
+    fp32 = export.convert(model, "fp32")
+    ops = export.op_histogram(fp32)
+    # 3 conv + 1 scale branch per cheap op and strided dw, 3 per primary conv: the fused
+    # graph has GhostNetV2's convs, well under half of the training form's.
+    assert ops["CONV_2D"] + ops["DEPTHWISE_CONV_2D"] < convs / 2
+    assert export.fidelity(expected, export.run(fp32, held_out))["max_abs_diff"] < 1e-4 * max(
+        1.0, float(np.abs(expected).max()))
+
+    int8 = export.convert(model, "int8", calibration=calibration)
+    assert export.op_histogram(int8, xnnpack=True)["DELEGATE"] == 1
+    assert export.fidelity(expected, export.run(int8, held_out))["mean_cosine"] > 0.95

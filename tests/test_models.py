@@ -18,6 +18,12 @@ GOLDEN = {
     "ghostnetv2_100": (6_156_908, 167.0e6),
     "ghostnetv2_130": (8_960_404, 269.3e6),
     "ghostnetv2_160": (12_392_698, 398.6e6),
+    # GhostNetV3 in training form: timm's parameter counts (ARCHITECTURES.md); MACs of every
+    # branch (our count: the deployed form, tests/test_ghostnetv3.py, has V2's MACs).
+    "ghostnetv3_050": (3_395_384, 117.5e6),
+    "ghostnetv3_100": (8_129_028, 404.1e6),
+    "ghostnetv3_130": (12_217_720, 654.8e6),
+    "ghostnetv3_160": (17_275_700, 971.6e6),
     # C-Ghost plug-in models at their registered input size (32x32 for CIFAR). Plain nets:
     # counted by hand from the papers' definitions (He et al. option-A ResNet-56: 853,018;
     # Li et al. VGG-16: 14,987,722); ghost ones: our counts, checked against the GhostNet
@@ -225,3 +231,26 @@ def test_weights_argument_loads_keras_files(suffix, tmp_path):
     loaded = keras_ghost.GhostNetV2(input_shape=(40, 40, 3), classes=5, weights=path)
     x = np.random.RandomState(3).rand(2, 40, 40, 3).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), source.predict(x, verbose=0))
+
+
+def test_ghostnetv3_save_load_and_deployed_save_load(tmp_path):
+    """GhostNetV3 is in SLOW_FAMILIES (its sweeps run with -m slow): its training form and
+    its re-parameterized form both load from `.keras` with safe_mode and compute the same.
+    Eager calls, not predict: tracing the 892-layer graph costs more than the check."""
+    import keras
+
+    from helpers import randomize_bn
+
+    model = randomize_bn(keras_ghost.create_model("ghostnetv3_050", input_shape=(48, 48, 3),
+                                                  classes=7, classifier_activation=None))
+    deployed = keras_ghost.reparameterize(model, name="ghostnetv3_050_deployed")
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 48, 48, 3)).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    assert np.abs(expected).max() > 1e-3
+    for m in (model, deployed):
+        path = tmp_path / f"{m.name}.keras"
+        m.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True)
+        assert [layer.name for layer in loaded.layers] == [layer.name for layer in m.layers]
+        np.testing.assert_allclose(np.asarray(loaded(x, training=False)), expected,
+                                   atol=1e-5 * np.abs(expected).max())

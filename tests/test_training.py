@@ -40,7 +40,7 @@ def tiny_model(classes=10, seed=0):
 def test_every_bundled_recipe_loads_and_flags_override():
     names = recipes.list_recipes()
     assert {"cifar10", "ghostnet_sgd", "ghostnet_rmsproptf", "ghostnetv2_rmsproptf",
-            "g_ghostnet_sgd", "asymmnet_sgd"} <= set(names)
+            "g_ghostnet_sgd", "asymmnet_sgd", "ghostnetv3"} <= set(names)
     for name in names:
         recipe = recipes.load_recipe(name)
         assert recipe.source, f"{name} cites no source"
@@ -195,6 +195,35 @@ def test_train_cli_end_to_end_with_distillation_and_int8_export(tmp_path):
     assert not (tmp_path / "run" / "backup").exists()  # removed after a finished run
     assert report["export"]["calibration_images"] == 16
     assert (tmp_path / "run" / f"{report['model']}_int8.tflite").stat().st_size > 10_000
+
+
+@needs_cifar
+@pytest.mark.parametrize("model", [
+    "ghostnet_050",  # the recipe's logic; GhostNetV3's train step: tests/test_models.py
+    pytest.param("ghostnetv3_050", marks=pytest.mark.slow)])  # 892 layers to trace: ~2 min
+def test_ghostnetv3_recipe_distils_from_a_teacher(model, tmp_path):
+    """The `ghostnetv3` recipe: distillation (its alpha and temperature), no mixup / cutmix;
+    without --teacher it is one clear error; one tiny step runs with a teacher."""
+    sys.path.insert(0, str(TRAIN.parent))
+    import train as train_cli
+
+    recipe = recipes.load_recipe("ghostnetv3")
+    assert recipe.teacher_required and (recipe.mixup_alpha, recipe.cutmix_alpha) == (0.0, 0.0)
+    assert (recipe.distill_alpha, recipe.distill_temperature) == (0.5, 1.0)
+    argv = ["--model", model, "--width", "0.25", "--image-size", "32",
+            "--recipe", "ghostnetv3", "--dataset", "cifar10", "--eval-split", "test",
+            "--data-dir", str(DATA_DIR), "--no-tensorboard", "--verbose", "0",
+            "--limit-train", "32", "--limit-eval", "16", "--batch-size", "16",
+            "--epochs", "1", "--steps-per-epoch", "1", "--output-dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="^error: recipe 'ghostnetv3' trains by distillation"):
+        train_cli.main(argv)
+    teacher = tiny_model(seed=5)
+    teacher.save(tmp_path / "teacher.keras")
+    report = train_cli.main([*argv, "--teacher", str(tmp_path / "teacher.keras")])
+    assert report["distillation"] == {"teacher": str(tmp_path / "teacher.keras"),
+                                      "alpha": 0.5, "temperature": 1.0}
+    assert report["optimizer_steps"] == 1 and report["recipe"]["name"] == "ghostnetv3"
+    assert keras.saving.load_model(tmp_path / "run" / "last.keras", safe_mode=True)
 
 
 @needs_cifar

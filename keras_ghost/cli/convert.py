@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    help="normalize inside the graph: the .tflite takes raw 0..255 pixels")
     p.add_argument("--no-optimize", dest="optimize", action="store_false",
                    help="skip the deploy-time graph rewrites (BN folding, delegable DFC gate, ...)")
+    p.add_argument("--no-reparameterize", dest="reparameterize", action="store_false",
+                   help="export multi-branch training-form blocks (GhostNetV3) as they are "
+                        "instead of fusing them first (keras_ghost.reparameterize)")
     p.add_argument("--remove-pad", action="store_true", default=None,
                    help="absorb every PAD op into its conv, growing even-size stride-2 kernels "
                         "by a zero row/column (slower on XNNPACK; see the README). By default "
@@ -155,11 +158,13 @@ def _main(argv):
     if args.optimize:
         with progress.stage("optimize", "deploy-time graph rewrites"):
             deploy = export.optimize_for_inference(model, remove_pad=args.remove_pad,
+                                                   reparameterize=args.reparameterize,
                                                    **export.deploy_settings(args.mode))
     with progress.stage("convert", f"{args.mode}" + (
             f", calibrating on {len(calibration)} images" if args.mode == "int8" else "")):
         content = export.convert(deploy, args.mode, calibration=calibration, io_type=args.io,
-                                 optimize=False, calibration_method=args.calibration_method,
+                                 optimize=False, reparameterize=args.reparameterize,
+                                 calibration_method=args.calibration_method,
                                  percentile=args.percentile,
                                  progress=progress.bar("calibrate"))
     with progress.stage("verify", f"{len(holdout)} held-out images, Keras vs LiteRT"):

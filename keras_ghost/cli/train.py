@@ -29,6 +29,7 @@ from pathlib import Path
 from keras_ghost.cli import common
 
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "jax-data-parallel")
+DISTILL_ALPHA, DISTILL_TEMPERATURE = 0.5, 4.0
 
 
 def parse_args(argv=None):
@@ -91,8 +92,10 @@ def parse_args(argv=None):
     run.add_argument("--steps-per-epoch", type=common.positive_int)
     run.add_argument("--max-seconds", type=common.positive_number, help="stop after the epoch past this time")
     run.add_argument("--teacher", type=Path, help="teacher .keras model to distil from")
-    run.add_argument("--distill-alpha", type=common.fraction, default=0.5)
-    run.add_argument("--distill-temperature", type=common.positive_number, default=4.0)
+    run.add_argument("--distill-alpha", type=common.fraction,
+                     help=f"weight of the distillation loss (recipe, else {DISTILL_ALPHA})")
+    run.add_argument("--distill-temperature", type=common.positive_number,
+                     help=f"distillation temperature (recipe, else {DISTILL_TEMPERATURE})")
     run.add_argument("--export", choices=("fp32", "int8"), help="also write a .tflite")
     run.add_argument("--calib-images", type=common.positive_int, default=500,
                      help="training images that calibrate --export int8 (default %(default)s)")
@@ -138,6 +141,21 @@ def quantization_finetune(args):
     if args.verbose:
         argv.append("--verbose")
     return qat.main(argv)
+
+
+def distillation(args, recipe):
+    """`(alpha, temperature)`: the flags, else the recipe's, else the defaults; a recipe
+    that requires a teacher without --teacher is an error."""
+    if recipe.teacher_required and args.teacher is None and not args.benchmark_input:
+        raise common.UsageError(
+            f"recipe '{recipe.name}' trains by distillation from a teacher: pass --teacher "
+            "TEACHER.keras (a trained model of the same classes, logits out), or choose "
+            "another --recipe.")
+    alpha = next(v for v in (args.distill_alpha, recipe.distill_alpha, DISTILL_ALPHA)
+                 if v is not None)
+    temperature = next(v for v in (args.distill_temperature, recipe.distill_temperature,
+                                   DISTILL_TEMPERATURE) if v is not None)
+    return alpha, temperature
 
 
 RECIPE_FLAGS = ("dataset", "train_split", "eval_split", "image_size", "randaugment_magnitude",
@@ -217,6 +235,7 @@ def _main(argv):
 
     common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     spec, recipe, image_size = load_config(args)
+    distill_alpha, distill_temperature = distillation(args, recipe)
     options = trainer.TrainOptions(
         output_dir=args.output_dir or Path("out/train") / args.model,
         data_dir=args.data_dir, image_folder=args.image_folder, mean=spec.mean, std=spec.std,
@@ -225,7 +244,7 @@ def _main(argv):
         jit=args.jit, save_freq=args.save_freq or "epoch",
         steps_per_epoch=args.steps_per_epoch, limit_train=args.limit_train,
         limit_eval=args.limit_eval, max_seconds=args.max_seconds, teacher=args.teacher,
-        distill_alpha=args.distill_alpha, distill_temperature=args.distill_temperature,
+        distill_alpha=distill_alpha, distill_temperature=distill_temperature,
         export=args.export, calib_images=args.calib_images,
         tensorboard=not args.no_tensorboard, cache=args.cache,
         verbose="auto" if args.fit_verbose is None else args.fit_verbose,

@@ -5,6 +5,8 @@
 functional graph it is given; none changes what the model computes:
 
 - `DropTrainingLayers`: Dropout / noise layers go.
+- `FuseParallelBranches`: sums of parallel conv / BN / identity branches of one input
+  (GhostNetV3, RepVGG / MobileOne style: `keras_ghost.reparameterize`) become one conv.
 - `FoldBatchNorm`: a BatchNormalization after a conv, depthwise conv or dense layer goes
   into its kernel and bias.
 - `AbsorbPadding`: PyTorch padding (ZeroPadding2D(k // 2) + "valid") becomes "same" where
@@ -47,12 +49,16 @@ def deploy_settings(mode):
 
 
 def deploy_pipeline(remove_pad=None, merge_ghost_min_size=MERGE_GHOST_MIN_SIZE,
-                    split_hard_swish=True, fold_hard_sigmoid=True, move_concat=True):
+                    split_hard_swish=True, fold_hard_sigmoid=True, move_concat=True,
+                    reparameterize=True):
     """The ordered rewrites `optimize_for_inference` runs with these settings (same
     arguments). Each entry is a callable `model -> model`; a list of your own (or this one
     edited) runs with `apply_rewrites`."""
     steps = [
         rewrites.DropTrainingLayers(),
+        # Before the BN fold: a branch's BN goes with its branch (a BN-only identity branch
+        # has no conv of its own to fold into).
+        rewrites.FuseParallelBranches() if reparameterize else None,
         # Before everything that matches conv -> activation: the BN is gone from between.
         rewrites.FoldBatchNorm(),
         # Before the concat move: a pad the conv absorbed is not copied onto every part.
@@ -86,7 +92,7 @@ def apply_rewrites(model, steps, verify_each=False, atol=1e-4):
 
 def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=MERGE_GHOST_MIN_SIZE,
                            verify=True, atol=1e-4, split_hard_swish=True, fold_hard_sigmoid=True,
-                           move_concat=True):
+                           move_concat=True, reparameterize=True):
     """Returns an inference-only copy of the functional `model` with the rewrites above.
 
     Args:
@@ -106,11 +112,14 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=MERGE_GH
         split_hard_swish: rewrite hard-swish as above (int8 XNNPACK delegation).
         fold_hard_sigmoid: fold the hard-sigmoid gates' `/ 6` and `+ 3` into convs.
         move_concat: move a concat feeding a strided depthwise conv after it.
+        reparameterize: fuse multi-branch training-form blocks (GhostNetV3) into single
+            convs first; `False` keeps the branches.
     """
     check_functional(model, "optimize_for_inference")
     steps = deploy_pipeline(remove_pad=remove_pad, merge_ghost_min_size=merge_ghost_min_size,
                             split_hard_swish=split_hard_swish,
-                            fold_hard_sigmoid=fold_hard_sigmoid, move_concat=move_concat)
+                            fold_hard_sigmoid=fold_hard_sigmoid, move_concat=move_concat,
+                            reparameterize=reparameterize)
     optimized = apply_rewrites(model, steps)
     if optimized is model:  # nothing matched: still hand back a copy, as documented
         optimized = rebuild(model, copy_call)
@@ -122,10 +131,12 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=MERGE_GH
 def check_equivalent(model, optimized, atol=1e-4, seed=0, who="Graph optimization"):
     """Raises if the two models' outputs differ on a random input by more than `atol`
     times the output scale."""
-    shape = tuple(model.inputs[0].shape)
-    if any(d is None for d in shape[1:]):
+    shapes = [tuple(t.shape[1:]) for t in model.inputs]
+    if any(d is None for shape in shapes for d in shape):
         return None
-    x = np.random.default_rng(seed).standard_normal((2, *shape[1:])).astype("float32")
+    rng = np.random.default_rng(seed)
+    x = [rng.standard_normal((2, *shape)).astype("float32") for shape in shapes]
+    x = x[0] if len(x) == 1 else x
     import keras
 
     # Several outputs (a feature pyramid) compare one by one.

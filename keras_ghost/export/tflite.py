@@ -15,7 +15,8 @@ IO_TYPES = ("int8", "uint8", "float")
 
 
 def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
-            calibration_method="percentile", percentile=99.0, progress=None):
+            calibration_method="percentile", percentile=99.0, progress=None,
+            reparameterize=True):
     """Converts a Keras model to TFLite flatbuffer bytes at batch size 1.
 
     `calibration` (float32 array shaped like the model input, already preprocessed) is
@@ -24,9 +25,11 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
     set ("percentile" of the per-image extremes, exact "minmax", or "tflite": the
     converter's calibrator as is; see `keras_ghost.export.ranges`). With `optimize`, the
     deploy-time graph rewrites of `keras_ghost.export.optimize_for_inference` run first
-    (outputs unchanged, checked). Only TFLite builtin ops are allowed. `progress`, a
-    `callback(done, total)`, follows the int8 calibration: one step per image per pass
-    (TFLite's calibrator, then the range measurement).
+    (outputs unchanged, checked). `reparameterize` fuses multi-branch training-form
+    blocks (GhostNetV3, RepVGG / MobileOne style) into single convs, with or without
+    `optimize`; `False` exports the branches as they are. Only TFLite builtin ops are
+    allowed. `progress`, a `callback(done, total)`, follows the int8 calibration: one step
+    per image per pass (TFLite's calibrator, then the range measurement).
     """
     from keras_ghost.export import ranges
 
@@ -44,7 +47,16 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
     if optimize:
         from keras_ghost.export.optimize import deploy_settings, optimize_for_inference
 
-        model = optimize_for_inference(model, **deploy_settings(mode))
+        model = optimize_for_inference(model, reparameterize=reparameterize,
+                                       **deploy_settings(mode))
+    elif reparameterize:
+        from keras_ghost.export.optimize import check_equivalent
+        from keras_ghost.export.rewrites import FuseParallelBranches
+
+        fused = FuseParallelBranches()(model)  # the model itself when it has no branches
+        if fused is not model:
+            check_equivalent(model, fused, who="reparameterize")
+            model = fused
     passes = 1 if calibration_method == "tflite" else 2
     total = passes * len(calibration) if mode == "int8" else 0
     counted = None if progress is None or not total else _counter(progress, total)

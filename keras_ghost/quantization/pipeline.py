@@ -17,7 +17,8 @@ LABEL_SMOOTHING = 0.1
 
 def load_keras3(path, deploy_graph):
     """The Keras 3 model from a `.keras` file; with `deploy_graph`, the graph that
-    `keras_ghost.export` converts (BN folded, gates rewritten; outputs unchanged)."""
+    `keras_ghost.export` converts (branch sums re-parameterized, BN folded, gates
+    rewritten; outputs unchanged): QAT trains the kernels that get deployed."""
     import keras
 
     from keras_ghost.export import optimize_for_inference

@@ -52,6 +52,11 @@ class Recipe:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     eval_crop_pct: Optional[float] = None  # None: the model's registry crop_pct
+    # Knowledge distillation: a recipe that relies on it names its weight and temperature
+    # (None: train.py's defaults) and may require a teacher (train.py --teacher).
+    distill_alpha: Optional[float] = None
+    distill_temperature: Optional[float] = None
+    teacher_required: bool = False
 
     def __post_init__(self):
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -122,8 +122,9 @@ def weights_of(layer):
 
 def bn_scale_shift(bn):
     """The per-channel affine map `y = scale * x + shift` of an inference-mode BN."""
-    gamma, beta, mean, var = (np.asarray(w, dtype="float64") for w in
-                              (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+    mean, var = (np.asarray(w, dtype="float64") for w in (bn.moving_mean, bn.moving_variance))
+    gamma = np.asarray(bn.gamma, "float64") if bn.scale else np.ones_like(mean)
+    beta = np.asarray(bn.beta, "float64") if bn.center else np.zeros_like(mean)
     scale = gamma / np.sqrt(var + bn.epsilon)
     return scale, beta - mean * scale
 
