@@ -217,3 +217,27 @@ class PhaseMerge(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class UpsampleNearest(keras.layers.Layer):
+    """`UpSampling2D(size)` (nearest) from concats and reshapes, which XNNPACK runs in int8;
+    Keras' own lowers to TILE, which splits an int8 TFLite graph into several partitions."""
+
+    def __init__(self, size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, x):
+        _, height, width, _ = x.shape
+        if None in (height, width):
+            return ops.repeat(ops.repeat(x, self.size, axis=1), self.size, axis=2)
+        return resize_nearest(x, height * self.size, width * self.size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, None if height is None else height * self.size,
+                None if width is None else width * self.size, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
