@@ -71,14 +71,14 @@ def main(argv=None):
                            steps_per_epoch=args.steps // epochs, epochs=epochs, verbose=2)
     train_s = time.perf_counter() - started
     steps = (args.steps // epochs) * epochs
+    os.makedirs(out_dir, exist_ok=True)
+    detector.save(os.path.join(out_dir, "detector.keras"))
 
     started = time.perf_counter()
     float_dets = det.detect(detector, test.images)
     infer_s = time.perf_counter() - started
     float_map = det.coco_map(test, float_dets)
     print(f"float mAP {float_map}", flush=True)
-    os.makedirs(out_dir, exist_ok=True)
-    detector.save(os.path.join(out_dir, "detector.keras"))
 
     raw_model = det.export_model(detector)
     calibration = train.images[:args.calib_images].astype("float32")

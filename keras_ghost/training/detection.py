@@ -60,7 +60,8 @@ def pasted_objects(images, labels, num_canvases, canvas_size=128, max_objects=4,
     Args:
         canvas_size: canvas height and width, a multiple of 4.
         max_objects: objects per canvas are 1..max_objects.
-        object_size: (min, max) side of a pasted object in pixels (aspect 3:4 .. 4:3).
+        object_size: (min, max) of sqrt(height * width) of a pasted object in pixels; its
+            aspect (height / width) is 3:4 .. 4:3.
         max_iou: a new object overlapping an earlier one by more IoU is placed again.
     """
     images = np.asarray(images)
@@ -179,7 +180,8 @@ def compile_detector(detector, steps, learning_rate=1e-3, weight_decay=1e-4):
 
     warmup = max(1, steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps - warmup, warmup_target=learning_rate, warmup_steps=warmup)
+        learning_rate / warmup, max(1, steps - warmup), warmup_target=learning_rate,
+        warmup_steps=warmup)
     detector.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay,
                                                       global_clipnorm=10.0),
                      box_loss="auto", classification_loss="auto")
@@ -220,8 +222,16 @@ class Detections:
 
 def detect(detector, images, batch_size=32):
     """The detector's decoded detections (keras-hub decoding and NMS) of uint8 `images`."""
-    out = detector.predict(np.asarray(images, "float32"), batch_size=batch_size, verbose=0)
-    return Detections(out["boxes"], out["confidence"], out["labels"], out["num_detections"])
+    images = np.asarray(images, "float32")
+    # Equal batches: keras-hub's NMS fails when predict retraces with an unknown batch size
+    # (a smaller last batch), so the last one is padded and cut off again.
+    batch_size = min(batch_size, len(images))
+    pad = -len(images) % batch_size
+    padded = np.concatenate([images, np.zeros((pad, *images.shape[1:]), "float32")])
+    out = detector.predict(padded, batch_size=batch_size, verbose=0)
+    n = len(images)
+    return Detections(out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
+                      out["num_detections"][:n])
 
 
 def decode_raw(detector, raw, images):
