@@ -46,7 +46,8 @@ def test_features_levels_strides_and_shapes(name):
         n = int(info.level[1:])
         assert info.stride == 2 ** n, info
         tensor = model.output[info.level]
-        assert tuple(tensor.shape[1:3]) == (-(-shape[0] // 2 ** n), -(-shape[1] // 2 ** n))
+        for size, full in zip(tensor.shape[1:3], shape[:2]):  # convs round up, pools down
+            assert size in (full // 2 ** n, -(-full // 2 ** n)), (info, tensor.shape)
         assert info.channels == model.get_layer(info.layer).output.shape[-1]
     assert_builtin_layers_only(model)
 
@@ -116,8 +117,7 @@ def constant_gates(model):
 
 # One variant per family (and GhostNetV2 at both strides: its DFC gate runs per phase).
 DILATED = [("ghostnetv2_100", 16), ("ghostnetv2_100", 8), ("ghostnet_100", 16),
-           ("g_ghost_regnetx_002", 8), ("asymmnet_small_100", 16), ("ghost_resnet56_cifar", 8),
-           ("ghost_vgg16_cifar", 16),
+           ("g_ghost_regnetx_002", 8), ("asymmnet_small_100", 16), ("ghost_vgg16_cifar", 16),
            pytest.param("g_ghost_resnet34", 8, marks=pytest.mark.slow),
            pytest.param("resnet34", 16, marks=pytest.mark.slow),
            pytest.param("asymmnet_large_100", 8, marks=pytest.mark.slow),
