@@ -6,12 +6,22 @@ from keras_ghost.models import CifarResNet56, CifarVGG16, GhostResNet50
 from keras_ghost.models import GhostNet, GhostNetV2, GhostNetV3, ModelSpec, create_model, get_spec, list_models
 from keras_ghost.models import GGhostRegNet, GGhostResNet34, RegNetX, ResNet34
 from keras_ghost.layers.g_ghost import g_ghost_stage
+from keras_ghost.models.features import FeatureInfo, feature_info
 from keras_ghost.models.ghostify import ghostify
 from keras_ghost.preprocessing import preprocess_input
 from keras_ghost.profiling import Profile, profile
 from keras_ghost.reparam import reparameterize
 
 __version__ = "0.1.0"
+
+
+def create_backbone(name, **kwargs):
+    """A keras-hub `FeaturePyramidBackbone` of the registered variant `name` (see
+    `keras_ghost.models.backbone.GhostBackbone` for the arguments); needs keras-hub."""
+    from keras_ghost.models.backbone import create_backbone as create
+
+    return create(name, **kwargs)
+
 
 __all__ = [
     "GGhostRegNet",
@@ -26,9 +36,12 @@ __all__ = [
     "GhostNetV2",
     "GhostNetV3",
     "GhostResNet50",
+    "FeatureInfo",
     "ModelSpec",
     "Profile",
+    "create_backbone",
     "create_model",
+    "feature_info",
     "g_ghost_stage",
     "get_spec",
     "ghostify",

@@ -7,10 +7,13 @@ from keras_ghost.layers.ghost import dfc_attention, ghost_bottleneck, ghost_modu
 from keras_ghost.layers.ghost_v3 import ghost_bottleneck_v3, ghost_module_v3
 from keras_ghost.layers.rep import rep_conv_bn
 from keras_ghost.layers.residual import basic_block, x_block
-from keras_ghost.layers.shape_ops import ChannelSlice, ResizeNearestLike, UpsampledMultiply
+from keras_ghost.layers.shape_ops import (ChannelSlice, PhaseMerge, PhaseSplit, ResizeNearestLike,
+                                          UpsampledMultiply, UpsampleNearest)
 
 __all__ = [
     "ChannelSlice",
+    "PhaseMerge",
+    "PhaseSplit",
     "ResizeNearestLike",
     "asymm_bottleneck",
     "basic_block",
@@ -26,5 +29,6 @@ __all__ = [
     "scale_channels",
     "squeeze_excite",
     "UpsampledMultiply",
+    "UpsampleNearest",
     "x_block",
 ]

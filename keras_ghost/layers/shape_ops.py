@@ -151,3 +151,93 @@ class UpsampledMultiply(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class PhaseSplit(keras.layers.Layer):
+    """Splits a map into its `factor x factor` phases (sub-grids `x[:, i::f, j::f]`), stacked
+    on the batch axis phase by phase: (B, H, W, C) -> (f * f * B, ceil(H / f), ceil(W / f), C).
+
+    With `PhaseMerge`, runs a branch of a dilated network (see `keras_ghost.models.features`)
+    per phase, as the undilated network runs it. Height and width are zero-padded at the end
+    to multiples of `factor`.
+    """
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, x):
+        f = self.factor
+        _, height, width, channels = x.shape
+        height, width = (ops.shape(x)[1] if height is None else height,
+                         ops.shape(x)[2] if width is None else width)
+        h, w = -(-height // f), -(-width // f)
+        x = ops.pad(x, ((0, 0), (0, h * f - height), (0, w * f - width), (0, 0)))
+        x = ops.reshape(x, (-1, h, f, w, f, channels))
+        x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+        return ops.reshape(x, (-1, h, w, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        f = self.factor
+        return (None if batch is None else batch * f * f,
+                None if height is None else -(-height // f),
+                None if width is None else -(-width // f), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class PhaseMerge(keras.layers.Layer):
+    """Inverse of `PhaseSplit`: interleaves `inputs[0]`'s phases back into one map and crops
+    it to the height and width of `inputs[1]` (the map that was split)."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+
+    def call(self, inputs):
+        x, like = inputs
+        f = self.factor
+        _, h, w, channels = x.shape
+        h, w = (ops.shape(x)[1] if h is None else h, ops.shape(x)[2] if w is None else w)
+        height, width = like.shape[1:3]
+        height, width = (ops.shape(like)[1] if height is None else height,
+                         ops.shape(like)[2] if width is None else width)
+        x = ops.reshape(x, (f, f, -1, h, w, channels))
+        x = ops.transpose(x, (2, 3, 0, 4, 1, 5))
+        x = ops.reshape(x, (-1, h * f, w * f, channels))
+        return x[:, :height, :width, :]
+
+    def compute_output_shape(self, input_shape):
+        x_shape, like_shape = input_shape
+        return (like_shape[0], like_shape[1], like_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="keras_ghost")
+class UpsampleNearest(keras.layers.Layer):
+    """`UpSampling2D(size)` (nearest) from concats and reshapes, which XNNPACK runs in int8;
+    Keras' own lowers to TILE, which splits an int8 TFLite graph into several partitions."""
+
+    def __init__(self, size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, x):
+        _, height, width, _ = x.shape
+        if None in (height, width):
+            return ops.repeat(ops.repeat(x, self.size, axis=1), self.size, axis=2)
+        return resize_nearest(x, height * self.size, width * self.size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, None if height is None else height * self.size,
+                None if width is None else width * self.size, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}

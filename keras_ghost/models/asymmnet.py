@@ -19,6 +19,7 @@ from keras import layers
 from keras_ghost.layers.asymm import asymm_bottleneck
 from keras_ghost.layers.common import conv_bn, scale_channels
 from keras_ghost.models import base
+from keras_ghost.models.features import FeatureTaps, feature_args, finish, last_at_each_stride
 from keras_ghost.models.registry import find_spec, register
 from keras_ghost.weights import load_weights
 
@@ -99,7 +100,9 @@ def torch_name_rules(stages):
 
 def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weights,
               input_shape, input_tensor, pooling, classes, classifier_activation, dropout_rate,
-              include_preprocessing, name):
+              include_preprocessing, name, features_only, feature_levels, output_stride):
+    fargs = feature_args(features_only, feature_levels, output_stride, pooling=pooling)
+    include_top = include_top and not features_only
     width = base.check_width(width)
     # Registered variants all use the paper's asymm_rate=1.
     spec = find_spec(builder, width=width) if asymm_rate == 1 else None
@@ -114,8 +117,14 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
         x = base.preprocessing_layer(reference.mean, reference.std)(x)
 
     x = conv_bn(x, _channels(STEM_CHANNELS, width), 3, 2, activation=HSWISH, name="stem")
+    # Default taps: the last layer at each stride (a block ends in its add or its BN).
+    trunk, stride = [(f"stem.{HSWISH}", 2)], 2
     for stage_index, stage in enumerate(stages, 1):
         for index_in_stage, block in enumerate(stage):
+            block_name = f"stage{stage_index}.block{index_in_stage}"
+            stride *= block.stride
+            residual = x.shape[-1] == _channels(block.out, width) and block.stride == 1
+            trunk.append((f"{block_name}.add" if residual else f"{block_name}.pw.bn", stride))
             x = asymm_bottleneck(
                 x,
                 mid_channels=_channels(block.mid, width),
@@ -125,9 +134,10 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
                 se=block.se,
                 activation=block.activation,
                 asymm_rate=asymm_rate,
-                name=f"stage{stage_index}.block{index_in_stage}",
+                name=block_name,
             )
     x = conv_bn(x, _channels(features, width), 1, activation=HSWISH, name="features")
+    trunk.append((f"features.{HSWISH}", stride))
 
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="head.pool")(x)
@@ -139,13 +149,15 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec, torch_rules=torch_name_rules(stages))
-    return model
+    taps = FeatureTaps({"default": last_at_each_stride(trunk)})
+    return finish(model, taps, fargs)
 
 
 @base.builder_doc
 def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
-                  dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1):
+                  dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1,
+                  features_only=False, feature_levels=None, output_stride=32):
     """AsymmNet-Large (asymmetrical bottlenecks on the MobileNetV3-Large table),
     keras.applications style.
 
@@ -163,12 +175,14 @@ def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
                      input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation,
                      dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                     name=name)
+                     name=name, features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride)
 
 
 def AsymmNetSmall(width=1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
-                  dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1):
+                  dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1,
+                  features_only=False, feature_levels=None, output_stride=32):
     """AsymmNet-Small (asymmetrical bottlenecks on the MobileNetV3-Small table).
 
     Same arguments as `AsymmNetLarge`.
@@ -178,7 +192,8 @@ def AsymmNetSmall(width=1.0, include_top=True, weights=None, input_shape=None,
                      input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation,
                      dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                     name=name)
+                     name=name, features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride)
 
 
 # ImageNet top-1 of the paper (MXNet training); no reference weights are published.

@@ -18,7 +18,14 @@ classes: number of classes of the classifier.
 classifier_activation: activation of the classifier, None for logits.
 dropout_rate: dropout before the classifier.
 include_preprocessing: take raw 0..255 pixels and normalize inside the graph.
-name: model name; defaults to the registered variant name."""
+name: model name; defaults to the registered variant name.
+features_only: return the multi-scale features instead: a model whose output is a
+    dict {"P1": ..., "P5": ...}, Pn at stride 2**n (keras-hub's convention); the
+    top arguments are ignored. `keras_ghost.feature_info(model)` lists each level's
+    layer, channels and stride.
+feature_levels: with features_only, the levels to return, e.g. ("P3", "P4", "P5").
+output_stride: 32, or 16 / 8 to keep the last stages at that stride by dilation
+    (Pn is then at stride min(2**n, output_stride))."""
 
 
 def builder_doc(builder):

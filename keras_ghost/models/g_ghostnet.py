@@ -15,7 +15,7 @@ from keras import layers
 from keras_ghost.layers.common import conv_bn
 from keras_ghost.layers.g_ghost import g_ghost_stage
 from keras_ghost.layers.residual import basic_block, x_block
-from keras_ghost.models import base
+from keras_ghost.models import base, features
 from keras_ghost.models.registry import IMAGENET_MEAN, IMAGENET_STD, find_spec, register
 from keras_ghost.weights import load_weights
 
@@ -99,9 +99,11 @@ def _stages(x, stages, block, g_ghost, mix, cheap_ratio, group_width, first_stri
     return x
 
 
-def _build(spec, stem, stages_fn, *, include_top, weights, input_shape, input_tensor,
+def _build(spec, stem, stages_fn, taps, *, include_top, weights, input_shape, input_tensor,
            pooling, classes, classifier_activation, dropout_rate, include_preprocessing,
-           name):
+           name, features_only, feature_levels, output_stride):
+    fargs = features.feature_args(features_only, feature_levels, output_stride, pooling=pooling)
+    include_top = include_top and not features_only
     base.check_top_args(include_top, weights, classes, pooling, spec)
     default_shape = spec.input_size if spec else (224, 224, 3)
     inputs, x = base.model_inputs(input_shape, input_tensor, default_shape, MIN_INPUT_SIZE, name)
@@ -115,7 +117,23 @@ def _build(spec, stem, stages_fn, *, include_top, weights, input_shape, input_te
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec, torch_rules=torch_name_rules())
-    return model
+    return features.finish(model, taps, fargs)
+
+
+def _stage_end(index, stage, g_ghost):
+    if g_ghost and index > 1 and stage.depth > 2:
+        return f"stage{index}.last.relu"
+    return f"stage{index}.block{stage.depth - 1}.relu"
+
+
+def feature_taps(stages, g_ghost, stem_stride):
+    """The last layer at each stride: the stem conv's ReLU, then each stage's last block
+    (ResNet34's first stage, after the stem pool, ends stride 4)."""
+    trunk, stride = [("stem.relu", 2)], stem_stride
+    for index, stage in enumerate(stages, start=1):
+        stride *= 2 if index > 1 or stem_stride == 2 else 1
+        trunk.append((_stage_end(index, stage, g_ghost), stride))
+    return features.FeatureTaps({"default": features.last_at_each_stride(trunk)})
 
 
 def _check_cheap_ratio(cheap_ratio):
@@ -147,7 +165,8 @@ def _regnet(builder, variant, g_ghost, mix, cheap_ratio, name, **kwargs):
     stages_fn = functools.partial(_stages, stages=config.stages, block=x_block, g_ghost=g_ghost,
                                   mix=mix, cheap_ratio=cheap_ratio,
                                   group_width=config.group_width, first_stride=2)
-    return _build(spec, stem, stages_fn, name=name, **kwargs)
+    taps = feature_taps(config.stages, g_ghost, stem_stride=2)
+    return _build(spec, stem, stages_fn, taps, name=name, **kwargs)
 
 
 def _resnet34(builder, g_ghost, mix, cheap_ratio, name, **kwargs):
@@ -169,14 +188,16 @@ def _resnet34(builder, g_ghost, mix, cheap_ratio, name, **kwargs):
     stages_fn = functools.partial(_stages, stages=RESNET34_STAGES, block=basic_block,
                                   g_ghost=g_ghost, mix=mix, cheap_ratio=cheap_ratio,
                                   group_width=None, first_stride=1)
-    return _build(spec, stem, stages_fn, name=name, **kwargs)
+    taps = feature_taps(RESNET34_STAGES, g_ghost, stem_stride=4)
+    return _build(spec, stem, stages_fn, taps, name=name, **kwargs)
 
 
 @base.builder_doc
 def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=True,
                  weights=None, input_shape=None, input_tensor=None, pooling=None, classes=1000,
                  classifier_activation="softmax", dropout_rate=0.2, include_preprocessing=False,
-                 name=None):
+                 name=None, features_only=False,
+                 feature_levels=None, output_stride=32):
     """G-Ghost RegNetX (the released G-GhostNet models), keras.applications style.
 
     Args:
@@ -192,12 +213,15 @@ def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=T
     return _regnet(GGhostRegNet, variant, True, mix, cheap_ratio, name, include_top=include_top,
                    weights=weights, input_shape=input_shape, input_tensor=input_tensor,
                    pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-                   dropout_rate=dropout_rate, include_preprocessing=include_preprocessing)
+                   dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                   features_only=features_only, feature_levels=feature_levels,
+                   output_stride=output_stride)
 
 
 def RegNetX(variant="032", include_top=True, weights=None, input_shape=None, input_tensor=None,
             pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
-            include_preprocessing=False, name=None):
+            include_preprocessing=False, name=None, features_only=False,
+            feature_levels=None, output_stride=32):
     """Plain RegNetX: `GGhostRegNet` with the G-Ghost stages off (the baseline).
 
     Same arguments as `GGhostRegNet` but `mix` and `cheap_ratio`; PyTorch checkpoints load
@@ -206,13 +230,16 @@ def RegNetX(variant="032", include_top=True, weights=None, input_shape=None, inp
     return _regnet(RegNetX, variant, False, True, CHEAP_RATIO, name, include_top=include_top,
                    weights=weights, input_shape=input_shape, input_tensor=input_tensor,
                    pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-                   dropout_rate=dropout_rate, include_preprocessing=include_preprocessing)
+                   dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                   features_only=features_only, feature_levels=feature_levels,
+                   output_stride=output_stride)
 
 
 def GGhostResNet34(mix=True, cheap_ratio=CHEAP_RATIO, include_top=True, weights=None,
                    input_shape=None, input_tensor=None, pooling=None, classes=1000,
                    classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
-                   name=None):
+                   name=None, features_only=False,
+                   feature_levels=None, output_stride=32):
     """G-Ghost ResNet34 of the paper: stages 2-4 of ResNet34 as G-Ghost stages of basic blocks.
 
     No code or weights were released for it; it is built by the rules of the released
@@ -222,12 +249,15 @@ def GGhostResNet34(mix=True, cheap_ratio=CHEAP_RATIO, include_top=True, weights=
                      weights=weights, input_shape=input_shape, input_tensor=input_tensor,
                      pooling=pooling, classes=classes,
                      classifier_activation=classifier_activation, dropout_rate=dropout_rate,
-                     include_preprocessing=include_preprocessing)
+                     include_preprocessing=include_preprocessing,
+                     features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride)
 
 
 def ResNet34(include_top=True, weights=None, input_shape=None, input_tensor=None, pooling=None,
              classes=1000, classifier_activation="softmax", dropout_rate=0.0,
-             include_preprocessing=False, name=None):
+             include_preprocessing=False, name=None, features_only=False,
+             feature_levels=None, output_stride=32):
     """Plain ResNet34, the G-Ghost baseline; torchvision's layout, so torchvision checkpoints
     load through `weights=`. Same arguments as `GGhostRegNet` but `variant`, `mix`,
     `cheap_ratio`."""
@@ -235,7 +265,9 @@ def ResNet34(include_top=True, weights=None, input_shape=None, input_tensor=None
                      weights=weights, input_shape=input_shape, input_tensor=input_tensor,
                      pooling=pooling, classes=classes,
                      classifier_activation=classifier_activation, dropout_rate=dropout_rate,
-                     include_preprocessing=include_preprocessing)
+                     include_preprocessing=include_preprocessing,
+                     features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride)
 
 
 _URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/g_ghost_regnet/"

@@ -13,7 +13,7 @@ from keras import layers
 
 from keras_ghost.layers.common import BN_EPSILON, BN_MOMENTUM, conv_bn
 from keras_ghost.layers.residual import basic_block
-from keras_ghost.models import base
+from keras_ghost.models import base, features
 from keras_ghost.models.ghostify import ghostify
 from keras_ghost.models.registry import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD,
                                          find_spec, register)
@@ -41,9 +41,12 @@ VGG_HIDDEN = 512
 RESNET50_MIN_SIZE = 32  # keras.applications' minimum (it downsamples by 32)
 
 
-def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, weights,
+def _cifar_model(builder, trunk_fn, *, ghost_ratio, ghost_dw_size, include_top, weights,
                  input_shape, input_tensor, pooling, classes, classifier_activation,
-                 dropout_rate, include_preprocessing, name, min_size, hidden=None):
+                 dropout_rate, include_preprocessing, name, min_size, trunk, features_only,
+                 feature_levels, output_stride, hidden=None):
+    fargs = features.feature_args(features_only, feature_levels, output_stride, pooling=pooling)
+    include_top = include_top and not features_only
     spec = find_spec(builder, ghost_ratio=ghost_ratio)
     base.check_top_args(include_top, weights, classes, pooling, spec)
     if ghost_ratio is not None and (not isinstance(ghost_ratio, int) or ghost_ratio < 2):
@@ -54,7 +57,7 @@ def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, 
     inputs, x = base.model_inputs(input_shape, input_tensor, (32, 32, 3), min_size, name)
     if include_preprocessing:
         x = base.preprocessing_layer(CIFAR10_MEAN, CIFAR10_STD)(x)
-    x = features(x)
+    x = trunk_fn(x)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="head.pool")(x)
         if hidden:
@@ -70,19 +73,27 @@ def _cifar_model(builder, features, *, ghost_ratio, ghost_dw_size, include_top, 
                          name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec)
-    return model
+    taps = features.FeatureTaps({"default": features.last_at_each_stride(trunk)})
+    return features.finish(model, taps, fargs)
 
 
 def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=10,
                   classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
-                  name=None):
+                  name=None, features_only=False, feature_levels=None, output_stride=32):
     """ResNet-56 for 32x32 CIFAR images (He et al. 2016), or Ghost-ResNet-56 with
     `ghost_ratio` (s) and `ghost_dw_size` (d): every conv a ghost module.
 
     Other arguments as in keras.applications; `input_shape` defaults to (32, 32, 3).
+    `features_only`, `feature_levels`, `output_stride`: as for `GhostNet`; the levels are
+    P1 (end of the stride-2 stage) and P2 (stride 4): a CIFAR net downsamples by 4.
     """
-    def features(x):
+    trunk, stride = [], 1
+    for s, stage in enumerate(RESNET56_STAGES):
+        stride *= stage.stride
+        trunk.append((f"stage{s}.block{stage.blocks - 1}.relu", stride))
+
+    def trunk_fn(x):
         x = conv_bn(x, RESNET_STEM_CHANNELS, 3, activation="relu", name="stem")
         for s, stage in enumerate(RESNET56_STAGES):
             for b in range(stage.blocks):
@@ -90,47 +101,60 @@ def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=N
                                 shortcut="zero_pad", name=f"stage{s}.block{b}")
         return x
 
-    return _cifar_model(CifarResNet56, features, ghost_ratio=ghost_ratio,
+    return _cifar_model(CifarResNet56, trunk_fn, ghost_ratio=ghost_ratio,
                         ghost_dw_size=ghost_dw_size, include_top=include_top, weights=weights,
                         input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                         classes=classes, classifier_activation=classifier_activation,
                         dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                        name=name, min_size=4)
+                        name=name, min_size=4, trunk=trunk, features_only=features_only,
+                        feature_levels=feature_levels, output_stride=output_stride)
 
 
 def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
                input_shape=None, input_tensor=None, pooling=None, classes=10,
                classifier_activation="softmax", dropout_rate=0.5, include_preprocessing=False,
-               name=None):
+               name=None, features_only=False, feature_levels=None, output_stride=32):
     """VGG-16 for 32x32 CIFAR images (with BN and a 512-wide hidden layer, Li et al. 2017),
     or Ghost-VGG-16 with `ghost_ratio` (s) and `ghost_dw_size` (d).
 
     Other arguments as in keras.applications; `input_shape` defaults to (32, 32, 3).
+    `features_only`, `feature_levels`, `output_stride`: as for `GhostNet` (P1..P5, each the
+    last conv before a pool, P5 the last pool; P5 is 1x1 at 32x32). Pools have no
+    dilation, so only output_stride=16 dilates (stage 4 runs at stride 16).
     """
-    def features(x):
+    trunk = [(f"stage{s}.conv{stage.convs - 1}.relu", 2 ** s)
+             for s, stage in enumerate(VGG16_STAGES)]
+    trunk.append((f"stage{len(VGG16_STAGES) - 1}.pool", 2 ** len(VGG16_STAGES)))
+
+    def trunk_fn(x):
         for s, stage in enumerate(VGG16_STAGES):
             for c in range(stage.convs):
                 x = conv_bn(x, stage.channels, 3, activation="relu", name=f"stage{s}.conv{c}")
             x = layers.MaxPooling2D(2, name=f"stage{s}.pool")(x)
         return x
 
-    return _cifar_model(CifarVGG16, features, ghost_ratio=ghost_ratio,
+    return _cifar_model(CifarVGG16, trunk_fn, ghost_ratio=ghost_ratio,
                         ghost_dw_size=ghost_dw_size, include_top=include_top, weights=weights,
                         input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                         classes=classes, classifier_activation=classifier_activation,
                         dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                        name=name, min_size=32, hidden=VGG_HIDDEN)
+                        name=name, min_size=32, trunk=trunk, features_only=features_only,
+                        feature_levels=feature_levels, output_stride=output_stride,
+                        hidden=VGG_HIDDEN)
 
 
 def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=1000,
                   classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
-                  name=None):
+                  name=None, features_only=False, feature_levels=None, output_stride=32):
     """Ghost-ResNet-50: keras.applications ResNet50 with every conv but the stem a ghost
     module (`ghost_ratio` s, `ghost_dw_size` d). Starts from fresh weights (there are no
     reference ones); `weights` takes a file saved from the same configuration. Other
     arguments as in keras.applications; `include_preprocessing` normalizes with the
-    ImageNet mean/std, `dropout_rate` drops before the classifier."""
+    ImageNet mean/std, `dropout_rate` drops before the classifier; `features_only`,
+    `feature_levels`, `output_stride` as for `GhostNet` (keras.applications' stage ends)."""
+    fargs = features.feature_args(features_only, feature_levels, output_stride, pooling=pooling)
+    include_top = include_top and not features_only
     spec = find_spec(GhostResNet50, ghost_ratio=ghost_ratio)
     base.check_top_args(include_top, weights, classes, pooling, spec)
     name = name or (spec.name if spec else f"ghost_resnet50_s{ghost_ratio}")
@@ -151,8 +175,13 @@ def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None
                      name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec)
-    return model
+    return features.finish(model, RESNET50_TAPS, fargs)
 
+
+# keras.applications.ResNet50's stage ends (as keras-hub's ResNet taps them).
+RESNET50_TAPS = features.FeatureTaps({"default": {
+    "P1": "conv1_relu", "P2": "conv2_block3_out", "P3": "conv3_block4_out",
+    "P4": "conv4_block6_out", "P5": "conv5_block3_out"}})
 
 _CIFAR = dict(input_size=(32, 32, 3), mean=CIFAR10_MEAN, std=CIFAR10_STD, crop_pct=1.0,
               interpolation="bilinear", dataset="cifar10")

@@ -12,7 +12,7 @@ from keras import layers
 
 from keras_ghost.layers.common import conv_bn, scale_channels
 from keras_ghost.layers.ghost import ghost_bottleneck
-from keras_ghost.models import base
+from keras_ghost.models import base, features
 from keras_ghost.models.registry import find_spec, register
 from keras_ghost.weights import load_weights
 
@@ -77,8 +77,27 @@ def torch_name_rules(num_stages=len(GHOSTNET_STAGES)):
     )
 
 
+def feature_taps(stages=GHOSTNET_STAGES):
+    """Default taps: the last layer at each stride (the stem, the end of the stage before
+    each strided one, the 1x1 `features` conv). timm's taps: the stem conv before its BN
+    and the strided stages (`blocks.1/3/5/7` of timm, 24/40/80/160 channels at 1.0x)."""
+    trunk, timm, stride = [("stem.relu", 2)], {"P1": "stem.conv"}, 2
+    for s, stage in enumerate(stages):
+        end = f"stage{s}.block{len(stage) - 1}.add"
+        if stage[0].stride > 1:
+            stride *= stage[0].stride
+            timm[features.level(stride)] = end
+        trunk.append((end, stride))
+    trunk.append(("features.relu", stride))
+    return features.FeatureTaps({"default": features.last_at_each_stride(trunk), "timm": timm})
+
+
 def _ghostnet(builder, version, *, width, include_top, weights, input_shape, input_tensor, pooling,
-              classes, classifier_activation, dropout_rate, include_preprocessing, name):
+              classes, classifier_activation, dropout_rate, include_preprocessing, name,
+              features_only, feature_levels, output_stride, feature_taps):
+    fargs = features.feature_args(features_only, feature_levels, output_stride, feature_taps,
+                                  pooling)
+    include_top = include_top and not features_only
     width = base.check_width(width)
     spec = find_spec(builder, width=width)
     base.check_top_args(include_top, weights, classes, pooling, spec)
@@ -117,13 +136,14 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec, torch_rules=torch_name_rules())
-    return model
+    return features.finish(model, FEATURE_TAPS, fargs)
 
 
 @base.builder_doc
 def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
              pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
-             include_preprocessing=False, name=None):
+             include_preprocessing=False, name=None, features_only=False, feature_levels=None,
+             output_stride=32, feature_taps="default"):
     """GhostNet (C-Ghost bottlenecks), keras.applications style.
 
     Args:
@@ -133,17 +153,22 @@ def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_
             (`.weights.h5`, `.keras`) or a reference PyTorch checkpoint (`.pth`, `.pth.tar`,
             `.safetensors`; timm or official key names).
         {application_args}
+        feature_taps: with features_only, "default" (the last layer at each stride) or
+            "timm" (timm's features_only taps: the stem conv before its BN, then the
+            strided stages; equal to timm's maps with the same weights).
     """
     return _ghostnet(GhostNet, 1, width=width, include_top=include_top, weights=weights,
                      input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation,
                      dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                     name=name)
+                     name=name, features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride, feature_taps=feature_taps)
 
 
 def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
                pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
-               include_preprocessing=False, name=None):
+               include_preprocessing=False, name=None, features_only=False, feature_levels=None,
+               output_stride=32, feature_taps="default"):
     """GhostNetV2 (GhostNet with DFC attention), keras.applications style.
 
     Same arguments as `GhostNet`; registered widths are 1.0, 1.3 and 1.6.
@@ -152,8 +177,11 @@ def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, inpu
                      input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation,
                      dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
-                     name=name)
+                     name=name, features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride, feature_taps=feature_taps)
 
+
+FEATURE_TAPS = feature_taps()
 
 _V1_URL = "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/"
 _V2_URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV2/"
