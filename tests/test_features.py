@@ -52,6 +52,20 @@ def test_features_levels_strides_and_shapes(name):
     assert_builtin_layers_only(model)
 
 
+def test_ghostnetv3_features_survive_reparameterization():
+    """V3's taps are GhostNet's layer names; the deployed form keeps them and its maps."""
+    model = randomize_bn(keras_ghost.create_model("ghostnetv3_050", features_only=True,
+                                                  input_shape=SHAPE))
+    assert [i.stride for i in keras_ghost.feature_info(model)] == [2, 4, 8, 16, 32]
+    deployed = keras_ghost.reparameterize(model)
+    x = images(SHAPE)
+    expected, got = as_numpy(model(x)), as_numpy(deployed(x))
+    assert list(got) == list(ALL)
+    for level in ALL:
+        np.testing.assert_allclose(got[level], expected[level], rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected[level]).max())
+
+
 def test_feature_levels_pick_and_order():
     model = keras_ghost.GhostNet(features_only=True, feature_levels=("P3", "P4", "P5"),
                                  input_shape=SHAPE)
@@ -204,7 +218,7 @@ def test_jax_backend_features_match_tensorflow(tmp_path):
 # timm: its features_only taps and its dilated ResNet, with the same weights.
 
 @pytest.mark.torch
-@pytest.mark.parametrize("name", ["ghostnet_100", "ghostnetv2_100"])
+@pytest.mark.parametrize("name", ["ghostnet_100", "ghostnetv2_100", "ghostnetv3_100"])
 def test_timm_taps_equal_timm_features(name, tmp_path):
     torch = pytest.importorskip("torch")
     timm = pytest.importorskip("timm")

@@ -189,15 +189,15 @@ def test_fuse_relu_after_concat():
 
 def test_pipeline_order_and_settings():
     names = [type(step).__name__ for step in deploy_pipeline()]
-    assert names == ["DropTrainingLayers", "FoldBatchNorm", "AbsorbPadding", "FoldHardSigmoid",
+    assert names == ["DropTrainingLayers", "FuseParallelBranches", "FoldBatchNorm", "AbsorbPadding", "FoldHardSigmoid",
                      "SplitHardSwish", "UpsampledGateMultiply", "PoolAsDepthwise",
                      "MoveConcatAfterDepthwise", "MergeGhostConcat", "FuseReluAfterConcat"]
     off = [type(step).__name__ for step in deploy_pipeline(
         remove_pad=False, merge_ghost_min_size=None, split_hard_swish=False,
-        fold_hard_sigmoid=False, move_concat=False)]
+        fold_hard_sigmoid=False, move_concat=False, reparameterize=False)]
     assert off == ["DropTrainingLayers", "FoldBatchNorm", "UpsampledGateMultiply",
                    "PoolAsDepthwise", "FuseReluAfterConcat"]
-    assert deploy_pipeline(remove_pad=True)[2] == rewrites.AbsorbPadding(grow_kernels=True)
+    assert deploy_pipeline(remove_pad=True)[3] == rewrites.AbsorbPadding(grow_kernels=True)
 
 
 def test_apply_rewrites_names_a_rewrite_that_breaks_the_model():

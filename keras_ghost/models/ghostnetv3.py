@@ -14,9 +14,10 @@ from keras import layers
 
 from keras_ghost.layers.common import conv_bn, scale_channels
 from keras_ghost.layers.ghost_v3 import NUM_BRANCHES, ghost_bottleneck_v3
-from keras_ghost.models import base
-from keras_ghost.models.ghostnet import (FEATURE_CHANNELS, GHOSTNET_STAGES, HEAD_CHANNELS,
-                                         MIN_INPUT_SIZE, STEM_CHANNELS, torch_name_rules)
+from keras_ghost.models import base, features
+from keras_ghost.models.ghostnet import (FEATURE_CHANNELS, FEATURE_TAPS, GHOSTNET_STAGES,
+                                         HEAD_CHANNELS, MIN_INPUT_SIZE, STEM_CHANNELS,
+                                         torch_name_rules)
 from keras_ghost.models.registry import find_spec, register
 from keras_ghost.weights import load_weights
 
@@ -44,7 +45,9 @@ def v3_torch_name_rules():
 @base.builder_doc
 def GhostNetV3(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
                pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
-               include_preprocessing=False, name=None, branches=NUM_BRANCHES):
+               include_preprocessing=False, name=None, branches=NUM_BRANCHES,
+               features_only=False, feature_levels=None, output_stride=32,
+               feature_taps="default"):
     """GhostNetV3 (re-parameterizable ghost modules + DFC attention) in training form,
     keras.applications style.
 
@@ -57,7 +60,13 @@ def GhostNetV3(width=1.0, include_top=True, weights=None, input_shape=None, inpu
         {application_args}
         branches: parallel conv + BN branches per re-parameterizable op (3 in the
             released models).
+        feature_taps: with features_only, "default" (the last layer at each stride) or
+            "timm" (timm's features_only taps: the stem conv before its BN, then the
+            strided stages); the layer names are GhostNet's, so are the taps.
     """
+    fargs = features.feature_args(features_only, feature_levels, output_stride, feature_taps,
+                                  pooling)
+    include_top = include_top and not features_only
     width = base.check_width(width)
     # Registered variants are the released 3-branch models.
     spec = find_spec(GhostNetV3, width=width) if branches == NUM_BRANCHES else None
@@ -100,7 +109,7 @@ def GhostNetV3(width=1.0, include_top=True, weights=None, input_shape=None, inpu
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         load_weights(model, weights, spec=spec, torch_rules=v3_torch_name_rules())
-    return model
+    return features.finish(model, FEATURE_TAPS, fargs)
 
 
 _V3_URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/"
