@@ -212,7 +212,7 @@ def test_ghostnetv3_recipe_distils_from_a_teacher(model, tmp_path):
     assert (recipe.distill_alpha, recipe.distill_temperature) == (0.5, 1.0)
     argv = ["--model", model, "--width", "0.25", "--image-size", "32",
             "--recipe", "ghostnetv3", "--dataset", "cifar10", "--eval-split", "test",
-            "--data-dir", str(DATA_DIR), "--no-tensorboard", "--verbose", "0",
+            "--data-dir", str(DATA_DIR), "--no-tensorboard", "--fit-verbose", "0",
             "--limit-train", "32", "--limit-eval", "16", "--batch-size", "16",
             "--epochs", "1", "--steps-per-epoch", "1", "--output-dir", str(tmp_path / "run")]
     with pytest.raises(SystemExit, match="^error: recipe 'ghostnetv3' trains by distillation"):
@@ -281,9 +281,9 @@ def test_qat_flags_hand_over_to_the_quantization_tool(tmp_path):
     bad = tmp_path / "float.h5"
     bad.write_bytes(b"not a model")
     wrong = _run_train(["--qat", "--weights", str(bad)], tmp_path / "out")
-    assert wrong.returncode != 0 and "is not a .keras file" in wrong.stderr
+    assert wrong.returncode != 0 and "expected a .keras file" in wrong.stderr
     missing = _run_train(["--qat", "--weights", str(tmp_path / "float.keras")], tmp_path / "out")
-    assert missing.returncode != 0 and "Model file not found" in missing.stderr
+    assert missing.returncode != 0 and "float.keras: no such file" in missing.stderr
 
 
 @needs_cifar
