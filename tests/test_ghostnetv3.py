@@ -112,7 +112,7 @@ def test_ghost_module_v3_matches_timm(tmp_path):
     from timm.models.ghostnet import GhostModuleV3
     from torch_refs import randomize
 
-    from keras_ghost.models.ghostnetv3 import v3_torch_name_rules
+    from keras_ghost.models.ghostnet import v3_torch_name_rules
 
     for mode, relu in (("shortcut", True), ("original", False)):
         torch.manual_seed(0)
@@ -123,8 +123,8 @@ def test_ghost_module_v3_matches_timm(tmp_path):
         path = tmp_path / f"{mode}.pth"
         torch.save({f"m.{k}": v for k, v in ref.state_dict().items()}, path)
         inputs = keras.Input((9, 11, 6))
-        outputs = keras_ghost.layers.ghost_module_v3(inputs, 12, relu=relu,
-                                                     dfc=mode == "shortcut", name="m")
+        outputs = keras_ghost.layers.ghost_module(inputs, 12, relu=relu, branches=3,
+                                                  dfc=mode == "shortcut", name="m")
         model = keras.Model(inputs, outputs)
         keras_ghost.weights.load_weights(model, str(path), torch_rules=v3_torch_name_rules())
         x = np.random.RandomState(0).randn(2, 9, 11, 6).astype("float32")

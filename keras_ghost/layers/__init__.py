@@ -4,7 +4,6 @@ from keras_ghost.layers.asymm import asymm_bottleneck
 from keras_ghost.layers.common import conv_bn, make_divisible, scale_channels
 from keras_ghost.layers.g_ghost import g_ghost_stage
 from keras_ghost.layers.ghost import dfc_attention, ghost_bottleneck, ghost_module, squeeze_excite
-from keras_ghost.layers.ghost_v3 import ghost_bottleneck_v3, ghost_module_v3
 from keras_ghost.layers.rep import rep_conv_bn
 from keras_ghost.layers.residual import basic_block, x_block
 from keras_ghost.layers.shape_ops import (ChannelSlice, PhaseMerge, PhaseSplit, ResizeNearestLike,
@@ -21,9 +20,7 @@ __all__ = [
     "dfc_attention",
     "g_ghost_stage",
     "ghost_bottleneck",
-    "ghost_bottleneck_v3",
     "ghost_module",
-    "ghost_module_v3",
     "make_divisible",
     "rep_conv_bn",
     "scale_channels",

@@ -10,7 +10,10 @@ import math
 from keras import layers
 
 from keras_ghost.layers.common import conv_bn, make_divisible
+from keras_ghost.layers.rep import rep_conv_bn
 from keras_ghost.layers.shape_ops import ChannelSlice, GatePool, ResizeNearestLike
+
+V3_BRANCHES = 3  # GhostNetV3's released models: `num_conv_branches`
 
 
 def squeeze_excite(x, se_ratio=0.25, divisor=4, name="se"):
@@ -46,8 +49,17 @@ def dfc_attention(x, out_channels, kernel_size=1, strides=1, name="dfc"):
     return layers.Activation("sigmoid", name=f"{name}.sigmoid")(g)
 
 
+def _conv_bn(x, filters, kernel_size, strides=1, branches=0, skip=False, **kwargs):
+    """conv_bn, or with `branches` GhostNetV3's re-parameterizable sum of that many
+    conv + BN branches, a 1x1 "scale" branch (for k > 1) and an optional BN identity."""
+    if not branches:
+        return conv_bn(x, filters, kernel_size, strides, **kwargs)
+    return rep_conv_bn(x, filters, kernel_size, strides, branches=branches,
+                       scale=kernel_size not in (1, (1, 1)), skip=skip, **kwargs)
+
+
 def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, relu=True,
-                 dfc=False, name="ghost"):
+                 dfc=False, branches=0, name="ghost"):
     """C-Ghost module: a primary conv makes `ceil(out / ratio)` intrinsic maps and a cheap
     depthwise `dw_size` conv makes the ghost maps; their concat is cut to `out_channels`.
 
@@ -60,6 +72,10 @@ def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, 
         strides: stride of the primary conv.
         relu: ReLU after the primary and cheap ops.
         dfc: multiply the output by GhostNetV2's DFC attention gate.
+        branches: 0 for one conv + BN per op (GhostNet, GhostNetV2); n > 0 for
+            GhostNetV3's training form: each op a sum of n conv + BN branches, a 1x1 scale
+            branch and, for the cheap op at ratio 2, a BN identity (`rep_conv_bn`; layers
+            `{name}.primary.branch{i}.conv`, `{name}.cheap.scale`, `{name}.cheap.skip`).
     """
     if out_channels < 1 or ratio < 2:
         raise ValueError(f"ghost_module needs out_channels >= 1 and ratio >= 2, got "
@@ -67,9 +83,10 @@ def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, 
     inputs = x
     act = "relu" if relu else None
     init_channels = math.ceil(out_channels / ratio)
-    primary = conv_bn(x, init_channels, kernel_size, strides, activation=act, name=f"{name}.primary")
-    cheap = conv_bn(primary, None, dw_size, depthwise=True, depth_multiplier=ratio - 1,
-                    activation=act, name=f"{name}.cheap")
+    primary = _conv_bn(x, init_channels, kernel_size, strides, branches, activation=act,
+                       name=f"{name}.primary")
+    cheap = _conv_bn(primary, None, dw_size, 1, branches, skip=ratio == 2, depthwise=True,
+                     depth_multiplier=ratio - 1, activation=act, name=f"{name}.cheap")
     if init_channels * ratio > out_channels:
         # Only ghost maps fall beyond `out_channels`, so cutting the cheap part is enough.
         cheap = ChannelSlice(out_channels - init_channels, name=f"{name}.cheap.slice")(cheap)
@@ -82,21 +99,23 @@ def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, 
 
 
 def ghost_bottleneck(x, mid_channels, out_channels, kernel_size=3, strides=1, se_ratio=0.0,
-                     dfc=False, name="block"):
+                     dfc=False, branches=0, name="block"):
     """Ghost bottleneck: ghost (expand, ReLU) -> [depthwise k x k, stride 2] -> [SE] ->
     ghost (project, linear) + shortcut.
 
     The shortcut is the identity when shapes allow, else depthwise k x k (stride) + BN +
     1x1 conv + BN. `dfc=True` gives the first ghost module DFC attention (GhostNetV2).
+    `branches` > 0 is GhostNetV3's training form: the ghost modules and the strided
+    depthwise conv as re-parameterizable branch sums (see `ghost_module`).
     """
     in_channels = x.shape[-1]
     shortcut = x
-    x = ghost_module(x, mid_channels, relu=True, dfc=dfc, name=f"{name}.ghost1")
+    x = ghost_module(x, mid_channels, relu=True, dfc=dfc, branches=branches, name=f"{name}.ghost1")
     if strides > 1:
-        x = conv_bn(x, None, kernel_size, strides, depthwise=True, name=f"{name}.dw")
+        x = _conv_bn(x, None, kernel_size, strides, branches, depthwise=True, name=f"{name}.dw")
     if se_ratio:
         x = squeeze_excite(x, se_ratio, name=f"{name}.se")
-    x = ghost_module(x, out_channels, relu=False, name=f"{name}.ghost2")
+    x = ghost_module(x, out_channels, relu=False, branches=branches, name=f"{name}.ghost2")
     if in_channels != out_channels or strides != 1:
         shortcut = conv_bn(shortcut, None, kernel_size, strides, depthwise=True,
                            name=f"{name}.shortcut.dw")

@@ -1,8 +1,13 @@
-"""GhostNet (CVPR 2020) and GhostNetV2 (NeurIPS 2022) as Keras 3 functional models.
+"""GhostNet (CVPR 2020), GhostNetV2 (NeurIPS 2022) and GhostNetV3 (Liu et al., 2024:
+"GhostNetV3: Exploring the Training Strategies for Compact Models") as Keras 3 functional
+models.
 
 Faithful to the reference PyTorch code (huawei-noah Efficient-AI-Backbones, timm's
-`ghostnet.py`): same block table, channel rounding, padding and BN epsilon, so reference
-checkpoints load and give the same logits.
+`ghostnet.py` 1.0.31): same block table, channel rounding, padding and BN epsilon, so
+reference checkpoints load and give the same logits. GhostNetV3 is GhostNetV2 in a
+re-parameterizable training form (`ghost_bottleneck(branches=3)`);
+`keras_ghost.reparameterize(model)` gives timm's `convert_to_deploy()` form, and the
+TFLite export applies it by default.
 """
 
 from typing import NamedTuple
@@ -11,7 +16,7 @@ import keras
 from keras import layers
 
 from keras_ghost.layers.common import conv_bn, scale_channels
-from keras_ghost.layers.ghost import ghost_bottleneck
+from keras_ghost.layers.ghost import V3_BRANCHES, ghost_bottleneck
 from keras_ghost.models import base, features
 from keras_ghost.models.registry import find_spec, register
 from keras_ghost.weights import load_weights
@@ -77,6 +82,27 @@ def torch_name_rules(num_stages=len(GHOSTNET_STAGES)):
     )
 
 
+# The re-parameterizable branches, applied before GhostNet's rules. timm names a branch's
+# BN `bn1` (its ConvBnAct), the official code `bn`.
+V3_RULES = (
+    (r"\.primary_rpr_conv\.(\d+)\.", r".primary.branch\1."),
+    (r"\.primary_rpr_scale\.", ".primary.scale."),
+    (r"\.primary_rpr_skip$", ".primary.skip"),
+    (r"\.cheap_rpr_conv\.(\d+)\.", r".cheap.branch\1."),
+    (r"\.cheap_rpr_scale\.", ".cheap.scale."),
+    (r"\.cheap_rpr_skip$", ".cheap.skip"),
+    (r"\.dw_rpr_conv\.(\d+)\.", r".dw.branch\1."),
+    (r"\.dw_rpr_scale\.", ".dw.scale."),
+    (r"\.(primary|cheap|dw)\.(branch\d+|scale)\.bn1?$", r".\1.\2.bn"),
+)
+
+
+def v3_torch_name_rules():
+    """(regex, replacement) pairs that map timm's and the official module paths to layer
+    names."""
+    return V3_RULES + torch_name_rules()
+
+
 def feature_taps(stages=GHOSTNET_STAGES):
     """Default taps: the last layer at each stride (the stem, the end of the stage before
     each strided one, the 1x1 `features` conv). timm's taps: the stem conv before its BN
@@ -94,14 +120,16 @@ def feature_taps(stages=GHOSTNET_STAGES):
 
 def _ghostnet(builder, version, *, width, include_top, weights, input_shape, input_tensor, pooling,
               classes, classifier_activation, dropout_rate, include_preprocessing, name,
-              features_only, feature_levels, output_stride, feature_taps):
+              features_only, feature_levels, output_stride, feature_taps, branches=0):
     fargs = features.feature_args(features_only, feature_levels, output_stride, feature_taps,
                                   pooling)
     include_top = include_top and not features_only
     width = base.check_width(width)
-    spec = find_spec(builder, width=width)
+    # GhostNetV3's registered variants are the released 3-branch models.
+    spec = find_spec(builder, width=width) if version < 3 or branches == V3_BRANCHES else None
     base.check_top_args(include_top, weights, classes, pooling, spec)
-    name = name or (spec.name if spec else f"{builder.__name__.lower()}_w{width:g}")
+    suffix = f"_b{branches}" if version == 3 and branches != V3_BRANCHES else ""
+    name = name or (spec.name if spec else f"{builder.__name__.lower()}_w{width:g}{suffix}")
     default_shape = spec.input_size if spec else (224, 224, 3)
     inputs, x = base.model_inputs(input_shape, input_tensor, default_shape, MIN_INPUT_SIZE, name)
     if include_preprocessing:
@@ -119,8 +147,9 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
                 kernel_size=block.kernel,
                 strides=block.stride,
                 se_ratio=block.se_ratio,
-                # GhostNetV2: DFC attention everywhere but in the first two blocks.
-                dfc=version == 2 and block_index > 1,
+                # GhostNetV2 / V3: DFC attention everywhere but in the first two blocks.
+                dfc=version >= 2 and block_index > 1,
+                branches=branches,
                 name=f"stage{stage_index}.block{index_in_stage}",
             )
             block_index += 1
@@ -135,7 +164,8 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
 
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
-        load_weights(model, weights, spec=spec, torch_rules=torch_name_rules())
+        rules = v3_torch_name_rules() if version == 3 else torch_name_rules()
+        load_weights(model, weights, spec=spec, torch_rules=rules)
     return features.finish(model, FEATURE_TAPS, fargs)
 
 
@@ -181,6 +211,38 @@ def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, inpu
                      output_stride=output_stride, feature_taps=feature_taps)
 
 
+@base.builder_doc
+def GhostNetV3(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
+               pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
+               include_preprocessing=False, name=None, branches=V3_BRANCHES,
+               features_only=False, feature_levels=None, output_stride=32,
+               feature_taps="default"):
+    """GhostNetV3 (re-parameterizable ghost modules + DFC attention) in training form,
+    keras.applications style.
+
+    Args:
+        width: width multiplier (0.5, 1.0, 1.3, 1.6 are registered; any positive value builds).
+        include_top: include the 1280-wide head and the classifier.
+        weights: None, "imagenet" (the official 1.0x checkpoint), or a path to a Keras
+            weights file (`.weights.h5`, `.keras`) or a PyTorch checkpoint (`.pth`,
+            `.pth.tar`, `.safetensors`; timm or official key names).
+        {application_args}
+        branches: parallel conv + BN branches per re-parameterizable op (3 in the
+            released models).
+        feature_taps: as for `GhostNet` (the layer names are GhostNet's, so are the taps).
+    """
+    if not isinstance(branches, int) or isinstance(branches, bool) or branches < 1:
+        raise ValueError(f"branches must be a positive integer (3 in the released models), "
+                         f"got {branches!r}.")
+    return _ghostnet(GhostNetV3, 3, width=width, include_top=include_top, weights=weights,
+                     input_shape=input_shape, input_tensor=input_tensor, pooling=pooling,
+                     classes=classes, classifier_activation=classifier_activation,
+                     dropout_rate=dropout_rate, include_preprocessing=include_preprocessing,
+                     name=name, features_only=features_only, feature_levels=feature_levels,
+                     output_stride=output_stride, feature_taps=feature_taps,
+                     branches=branches)
+
+
 FEATURE_TAPS = feature_taps()
 
 _V1_URL = "https://github.com/huawei-noah/CV-backbones/releases/download/ghostnet_pth/"
@@ -196,3 +258,14 @@ register("ghostnetv2_130", GhostNetV2, kwargs=dict(width=1.3), top1=76.9,
          weights_url=_V2_URL + "ck_ghostnetv2_13.pth.tar")
 register("ghostnetv2_160", GhostNetV2, kwargs=dict(width=1.6), top1=77.8,
          weights_url=_V2_URL + "ck_ghostnetv2_16.pth.tar")
+
+_V3_URL = "https://github.com/huawei-noah/Efficient-AI-Backbones/releases/download/GhostNetV3/"
+
+# timm's ghostnet.py names ghostnetv3_100.in1k (official weights; the commented url in its
+# default_cfgs) and the other widths `.untrained`. 76.94: timm's eval of ghostnetv3_100
+# (../shared/reference/ARCHITECTURES.md); timm publishes no top-1 for the others.
+register("ghostnetv3_050", GhostNetV3, kwargs=dict(width=0.5))
+register("ghostnetv3_100", GhostNetV3, kwargs=dict(width=1.0), top1=76.94,
+         weights_url=_V3_URL + "ghostnetv3-1.0.pth.tar")
+register("ghostnetv3_130", GhostNetV3, kwargs=dict(width=1.3))
+register("ghostnetv3_160", GhostNetV3, kwargs=dict(width=1.6))
