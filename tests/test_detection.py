@@ -143,3 +143,19 @@ def test_int8_detector_export_runs_in_one_partition_and_decodes():
     direct = detection.detect(detector, data.images)
     np.testing.assert_array_equal(host.counts, direct.counts)
     np.testing.assert_allclose(host.boxes, direct.boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "--steps"),
+    (["--confidence-threshold", "1.5"], "--confidence-threshold"),
+    (["--backbone", "ghostnet_100", "--canvas", "16"], "--canvas"),
+])
+def test_detection_script_bad_input_is_one_line(argv, message, capsys):
+    from helpers import load_script
+
+    script = load_script("training/detection.py")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]

@@ -14,37 +14,50 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keras_ghost
+
+from keras_ghost.cli import common  # noqa: E402  (after the log level)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = common.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--backbone", default="ghostnet_100",
                    help="a registered keras_ghost variant or 'mobilenetv2' (default %(default)s)")
     p.add_argument("--data-dir", default=os.path.join("..", "shared", "tfds"),
                    help="TFDS dir with cifar10 (default %(default)s)")
-    p.add_argument("--canvas", type=int, default=128, help="canvas size (default %(default)s)")
-    p.add_argument("--train-images", type=int, default=4000)
-    p.add_argument("--test-images", type=int, default=500)
-    p.add_argument("--steps", type=int, default=700, help="training steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--head-convs", type=int, default=2,
+    p.add_argument("--canvas", type=common.int_at_least(32), default=128, help="canvas size (default %(default)s)")
+    p.add_argument("--train-images", type=common.positive_int, default=4000)
+    p.add_argument("--test-images", type=common.positive_int, default=500)
+    p.add_argument("--steps", type=common.positive_int, default=700, help="training steps (default %(default)s)")
+    p.add_argument("--batch-size", type=common.positive_int, default=8)
+    p.add_argument("--learning-rate", type=common.positive_number, default=1e-3)
+    p.add_argument("--head-convs", type=common.non_negative_int, default=2,
                    help="convs before each RetinaNet head output (default %(default)s)")
-    p.add_argument("--calib-images", type=int, default=100,
+    p.add_argument("--calib-images", type=common.positive_int, default=100,
                    help="train canvases that calibrate the int8 model (default %(default)s)")
-    p.add_argument("--confidence-threshold", type=float, default=0.05,
+    p.add_argument("--confidence-threshold", type=common.fraction, default=0.05,
                    help="lowest score NMS keeps for the mAP (default %(default)s)")
     p.add_argument("--eval-only", action="store_true",
                    help="evaluate <out>/<backbone>/{fp32,int8}.tflite on the test split: "
                         "per-class and class-agnostic mAP; nothing trained or written")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=common.non_negative_int, default=0)
     p.add_argument("--out", default=os.path.join("out", "detection"))
-    return p.parse_args(argv)
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's log")
+    args = p.parse_args(argv)
+    if not args.eval_only:
+        common.check_output_dir(os.path.join(args.out, args.backbone), "--out")
+    return args
 
 
 def main(argv=None):
+    """Trains, evaluates and exports one detector; returns its results (a dict)."""
+    return common.run(_main, argv)
+
+
+def _main(argv):
     args = parse_args(argv)
     import numpy as np
     import keras
@@ -56,11 +69,11 @@ def main(argv=None):
     out_dir = os.path.join(args.out, args.backbone)
     shape = (args.canvas, args.canvas, 3)
     try:
-        images, labels = det.cifar10_arrays("train", args.data_dir)
-        test_images, test_labels = det.cifar10_arrays("test", args.data_dir)
         backbone = det.backbone_for(args.backbone, shape)
-    except (ValueError, ImportError) as e:
-        sys.exit(f"error: {e}")
+    except ImportError as e:  # keras-hub missing: one line, as for any bad input
+        raise common.UsageError(str(e)) from None
+    images, labels = det.cifar10_arrays("train", args.data_dir)
+    test_images, test_labels = det.cifar10_arrays("test", args.data_dir)
     train = det.pasted_objects(images, labels, args.train_images, args.canvas, seed=args.seed)
     test = det.pasted_objects(test_images, test_labels, args.test_images, args.canvas,
                               seed=args.seed + 1)
