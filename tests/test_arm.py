@@ -106,6 +106,24 @@ def test_int8_on_emulated_arm(key, environment, tmp_path):
             f"its budget {limit}: lower it (KERAS_GHOST_UPDATE_ARM_BUDGET=1)")
 
 
+def test_deployed_ghostnetv3_costs_what_ghostnetv2_costs(environment, tmp_path):
+    """After the branch fusion the deploy pass sees GhostNetV2's graph, ghost-concat merge
+    on the 112x112 maps included (224 input): the same ops and the same count."""
+    images = export.load_images(None, None, limit=8)
+    paths = []
+    for name in ("ghostnetv3_050", "ghostnetv2_100"):
+        keras.utils.set_random_seed(0)
+        model = keras_ghost.create_model(name, width=0.5, classifier_activation=None)
+        calibration = export.to_model_input(images, (224, 224, 3), mean=0.5, std=0.25)
+        paths.append(export.write_atomic(export.convert(model, "int8", calibration),
+                                         tmp_path / f"{name}.tflite"))
+    v3, v2 = (p.read_bytes() for p in paths)
+    assert export.op_histogram(v3) == export.op_histogram(v2)
+    r3, r2 = measure.run(paths, ["cortex-a76"], env=environment, progress=lambda *a: None)
+    assert r3.arm_matches_x86 and r2.arm_matches_x86
+    assert r3.arm_instructions == r2.arm_instructions
+
+
 def test_fp32_on_emulated_arm_matches_x86_within_tolerance(environment, tmp_path):
     keras.utils.set_random_seed(0)
     model = keras_ghost.create_model("ghostnet_050", input_shape=(32, 32, 3),
