@@ -16,6 +16,8 @@ from typing import Tuple
 
 import numpy as np
 
+from keras_ghost.layers.common import BN_MOMENTUM
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 BOX_FORMAT = "yxyx"  # pixels: (top, left, bottom, right), bottom/right exclusive
@@ -136,6 +138,13 @@ def mobilenetv2_backbone(image_shape, alpha=1.0):
     x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(image)
     net = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=x,
                                          alpha=alpha)
+    # keras.applications averages BN statistics with momentum 0.999 (the keras_ghost
+    # backbones: 0.9, PyTorch's 0.1): after a short run from fresh weights its moving
+    # statistics are still mostly their initial values and the eval-mode detector finds
+    # nothing. Same recipe, same BN averaging.
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     taps = {"P2": "block_3_expand_relu", "P3": "block_6_expand_relu",
             "P4": "block_13_expand_relu", "P5": "out_relu"}
     pyramid = {level: net.get_layer(name).output for level, name in taps.items()}
