@@ -85,18 +85,17 @@ def test_both_forms_match_timm(name, reference):
 def test_official_checkpoint_key_names(reference, tmp_path):
     """The official ghostnetv3_pytorch names a branch's BN `bn` (timm: `bn1`), and its files
     wrap the weights in 'state_dict' with 'module.' prefixes and thop's counters."""
+    from torch_refs import save_official_checkpoint
+
     model_ref, _ = reference("ghostnetv3_100")
     state = {}
     for key, value in model_ref.state_dict().items():
         if "_rpr_" in key:
             key = key.replace(".bn1.", ".bn.")  # the inverse of timm's checkpoint_filter_fn
-        state[f"module.{key}"] = value
+        state[key] = value
     assert any(".primary_rpr_conv.0.bn.weight" in k for k in state)
-    for module_name, _ in model_ref.named_modules():
-        prefix = f"module.{module_name}." if module_name else "module."
-        state[prefix + "total_ops"] = torch.zeros(1, dtype=torch.float64)
     path = tmp_path / "ghostnetv3-1.0.pth.tar"
-    torch.save({"state_dict": state, "epoch": 600}, path)
+    save_official_checkpoint(path, model_ref, state, epoch=600)
     model = keras_ghost.GhostNetV3(weights=str(path), input_shape=(64, 80, 3),
                                    classifier_activation=None)
     x = np.random.RandomState(1).randn(2, 64, 80, 3).astype("float32")

@@ -60,13 +60,10 @@ def test_official_checkpoint_layout(checkpoints, tmp_path):
     """Official GhostNetV2 files wrap the weights in 'state_dict', may carry a 'module.'
     prefix and thop's total_ops/total_params counters; all of that must load."""
     reference, _ = checkpoints("ghostnetv2_100")
-    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
-    for module_name, _ in reference.named_modules():
-        prefix = f"module.{module_name}." if module_name else "module."
-        state[prefix + "total_ops"] = torch.zeros(1, dtype=torch.float64)
-        state[prefix + "total_params"] = torch.zeros(1, dtype=torch.float64)
+    from torch_refs import save_official_checkpoint
+
     path = tmp_path / "ck_ghostnetv2_10.pth.tar"
-    torch.save({"state_dict": state, "epoch": 450}, path)
+    save_official_checkpoint(path, reference, reference.state_dict(), epoch=450)
     model = keras_ghost.GhostNetV2(weights=str(path), input_shape=(64, 64, 3),
                                    classifier_activation=None)
     x = np.random.RandomState(1).randn(1, 64, 64, 3).astype("float32")

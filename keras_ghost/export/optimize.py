@@ -131,14 +131,14 @@ def optimize_for_inference(model, remove_pad=None, merge_ghost_min_size=MERGE_GH
 def check_equivalent(model, optimized, atol=1e-4, seed=0, who="Graph optimization"):
     """Raises if the two models' outputs differ on a random input by more than `atol`
     times the output scale."""
+    import keras
+
     shapes = [tuple(t.shape[1:]) for t in model.inputs]
     if any(d is None for shape in shapes for d in shape):
         return None
     rng = np.random.default_rng(seed)
     x = [rng.standard_normal((2, *shape)).astype("float32") for shape in shapes]
     x = x[0] if len(x) == 1 else x
-    import keras
-
     # Several outputs (a feature pyramid) compare one by one.
     expected = [np.asarray(y) for y in keras.tree.flatten(model(x, training=False))]
     actual = [np.asarray(y) for y in keras.tree.flatten(optimized(x, training=False))]

@@ -49,14 +49,11 @@ def convert(model, mode="fp32", calibration=None, io_type="int8", optimize=True,
 
         model = optimize_for_inference(model, reparameterize=reparameterize,
                                        **deploy_settings(mode))
-    elif reparameterize:
-        from keras_ghost.export.optimize import check_equivalent
+    elif reparameterize:  # the model itself when it has no branches
+        from keras_ghost.export.optimize import apply_rewrites
         from keras_ghost.export.rewrites import FuseParallelBranches
 
-        fused = FuseParallelBranches()(model)  # the model itself when it has no branches
-        if fused is not model:
-            check_equivalent(model, fused, who="reparameterize")
-            model = fused
+        model = apply_rewrites(model, [FuseParallelBranches()], verify_each=True)
     passes = 1 if calibration_method == "tflite" else 2
     total = passes * len(calibration) if mode == "int8" else 0
     counted = None if progress is None or not total else _counter(progress, total)

@@ -38,3 +38,18 @@ def assert_same_logits(model, reference, size, label, seed=0):
     print(f"{label} {size}: max abs logit diff {diff:.2e} (max |logit| {scale:.1f})")
     assert diff < 1e-4 * max(1.0, scale / 10)
     return diff
+
+
+def save_official_checkpoint(path, module, state, epoch):
+    """Saves `state` (module key -> tensor) the way huawei-noah's training scripts do: under
+    'state_dict', with DataParallel's 'module.' prefix and thop's total_ops / total_params
+    counters for every submodule of `module`."""
+    import torch
+
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    for module_name, _ in module.named_modules():
+        prefix = f"module.{module_name}." if module_name else "module."
+        wrapped[prefix + "total_ops"] = torch.zeros(1, dtype=torch.float64)
+        wrapped[prefix + "total_params"] = torch.zeros(1, dtype=torch.float64)
+    torch.save({"state_dict": wrapped, "epoch": epoch}, path)
+    return wrapped

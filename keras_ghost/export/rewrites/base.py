@@ -120,6 +120,12 @@ def weights_of(layer):
     return kernel, bias
 
 
+def bn_is_channel_last(bn):
+    """Whether the BN normalizes the last axis only (the one a kernel's outputs follow)."""
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    return axis in (-1, len(bn.input.shape) - 1)
+
+
 def bn_scale_shift(bn):
     """The per-channel affine map `y = scale * x + shift` of an inference-mode BN."""
     mean, var = (np.asarray(w, dtype="float64") for w in (bn.moving_mean, bn.moving_variance))

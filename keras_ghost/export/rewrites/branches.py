@@ -20,8 +20,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from keras_ghost.export.rewrites.base import (FOLDABLE_CONVS, Rewrite, bn_scale_shift, kind,
-                                              pair, passthrough)
+from keras_ghost.export.rewrites.base import (FOLDABLE_CONVS, Rewrite, bn_is_channel_last,
+                                              bn_scale_shift, kind, pair, passthrough, rebuilt)
 
 
 @dataclasses.dataclass
@@ -106,7 +106,7 @@ def _branches(graph, add, private):
             pending.extend(zip(layer._inbound_nodes[0].input_tensors, graph.inputs(layer)))
             continue
         branch = Branch()
-        if kind(layer) == "BatchNormalization" and private(layer) and _bn_ok(layer):
+        if kind(layer) == "BatchNormalization" and private(layer) and bn_is_channel_last(layer):
             branch.bn, tensor, layer = layer, layer.input, graph.producer(layer)
         if layer is not None and kind(layer) in FOLDABLE_CONVS and private(layer) and _conv_ok(layer):
             branch.conv, tensor, layer = layer, layer.input, graph.producer(layer)
@@ -119,11 +119,6 @@ def _branches(graph, add, private):
     if not any(b.conv is not None for b in branches):
         return None
     return sources[0], branches, nested
-
-
-def _bn_ok(bn):
-    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
-    return axis in (-1, len(bn.input.shape) - 1)
 
 
 def _conv_ok(conv):
@@ -247,10 +242,5 @@ def _fused(fusion):
             kernel, bias = kernel + k, bias + b
         if fusion.widest.pad is not None:
             x = layers.ZeroPadding2D(fusion.widest.pad.padding, name=fusion.pad_name)(x)
-        config = {**widest.get_config(), "name": fusion.name, "use_bias": True,
-                  "bias_initializer": "zeros", "trainable": True}
-        conv = type(widest).from_config(config)
-        y = conv(x)
-        conv.set_weights([kernel.astype("float32"), bias.astype("float32")])
-        return y
+        return rebuilt(widest, x, kernel, bias, name=fusion.name, trainable=True)
     return replace

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 
 from keras_ghost.export.rewrites.base import (FOLDABLE_CONVS, Rewrite, activation_name,
-                                              bn_scale_shift, kind, pair, passthrough,
-                                              rebuilt, scale_outputs, weights_of)
+                                              bn_is_channel_last, bn_scale_shift, kind, pair,
+                                              passthrough, rebuilt, scale_outputs, weights_of)
 
 TRAINING_ONLY = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
                  "GaussianDropout", "GaussianNoise", "AlphaDropout")
@@ -20,11 +20,6 @@ class DropTrainingLayers(Rewrite):
         return {layer.name: passthrough for layer in graph.layers(*TRAINING_ONLY)}
 
 
-def _bn_is_channel_last(bn):
-    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
-    return axis in (-1, len(bn.input.shape) - 1) and bn.center and bn.scale
-
-
 @dataclasses.dataclass(frozen=True)
 class FoldBatchNorm(Rewrite):
     """conv / depthwise conv / dense (no activation) -> BatchNormalization, the BN being
@@ -35,7 +30,7 @@ class FoldBatchNorm(Rewrite):
         for layer in graph.layers(*FOLDABLE_CONVS, "Dense"):
             bn = graph.only_consumer(layer)
             if (activation_name(layer) != "linear" or bn is None
-                    or kind(bn) != "BatchNormalization" or not _bn_is_channel_last(bn)):
+                    or kind(bn) != "BatchNormalization" or not (bn_is_channel_last(bn) and bn.center and bn.scale)):
                 continue
             replacements[bn.name] = passthrough
             replacements[layer.name] = _folded(bn)
