@@ -15,6 +15,14 @@ from keras_ghost.reparam import reparameterize
 __version__ = "0.1.0"
 
 
+def load_model(path):
+    """Loads a `.keras` model file safely (`safe_mode=True`) with one-line errors; files
+    written by keras_ghost 0.1 (dotted layer names) load with today's names."""
+    from keras_ghost.weights.loading import load_keras_model
+
+    return load_keras_model(path)
+
+
 def create_backbone(name, **kwargs):
     """A keras-hub `FeaturePyramidBackbone` of the registered variant `name` (see
     `keras_ghost.models.backbone.GhostBackbone` for the arguments); needs keras-hub."""
@@ -37,6 +45,7 @@ __all__ = [
     "GhostNetV3",
     "GhostResNet50",
     "FeatureInfo",
+    "load_model",
     "ModelSpec",
     "Profile",
     "create_backbone",

@@ -22,13 +22,13 @@ def _block_model(in_channels=8, size=(12, 10), **kwargs):
 @pytest.mark.parametrize("rate,expand,dw", [(0, 40, 40), (1, 32, 48), (2, 24, 56), (3, 16, 64)])
 def test_expansion_makes_mid_minus_r_in_and_reuses_the_input_on_both_sides(rate, expand, dw):
     model = _block_model(mid_channels=40, out_channels=16, asymm_rate=rate)
-    assert model.get_layer("b.expand.conv").filters == expand
-    assert model.get_layer("b.dw.conv").input.shape[-1] == dw  # mid + r * in
+    assert model.get_layer("b_expand_conv").filters == expand
+    assert model.get_layer("b_dw_conv").input.shape[-1] == dw  # mid + r * in
     if rate == 0:
-        assert "b.reuse" not in [l.name for l in model.layers]
+        assert "b_reuse" not in [l.name for l in model.layers]
         return
-    concat = model.get_layer("b.reuse")
-    block_input, pw = model.inputs[0], model.get_layer("b.expand.relu").output
+    concat = model.get_layer("b_reuse")
+    block_input, pw = model.inputs[0], model.get_layer("b_expand_relu").output
     expected = [block_input] * rate + [pw] + [block_input] * rate
     assert len(concat.input) == len(expected)
     assert all(a is b for a, b in zip(concat.input, expected))
@@ -43,31 +43,31 @@ def test_expansion_makes_mid_minus_r_in_and_reuses_the_input_on_both_sides(rate,
 def test_activation_placement_and_linear_projection():
     model = _block_model(mid_channels=40, out_channels=16, activation="hard_swish", se=True)
     names = {l.name for l in model.layers}
-    assert {"b.expand.hard_swish", "b.dw.hard_swish", "b.se.gate"} <= names
-    assert not any(n.startswith("b.pw.") and n not in ("b.pw.conv", "b.pw.bn") for n in names)
-    assert model.get_layer("b.se.gate").activation.__name__ == "hard_sigmoid"
+    assert {"b_expand_hard_swish", "b_dw_hard_swish", "b_se_gate"} <= names
+    assert not any(n.startswith("b_pw_") and n not in ("b_pw_conv", "b_pw_bn") for n in names)
+    assert model.get_layer("b_se_gate").activation.__name__ == "hard_sigmoid"
 
 
 def test_no_expansion_when_mid_equals_input():
     model = _block_model(in_channels=16, mid_channels=16, out_channels=16)
     names = [l.name for l in model.layers]
-    assert "b.expand.conv" not in names and "b.reuse" not in names
-    assert model.get_layer("b.dw.conv").input is model.inputs[0]
+    assert "b_expand_conv" not in names and "b_reuse" not in names
+    assert model.get_layer("b_dw_conv").input is model.inputs[0]
 
 
 def test_identity_residual_only_for_same_shape():
     same = _block_model(mid_channels=40, out_channels=8)
-    add = same.get_layer("b.add")
-    assert add.input[0] is same.inputs[0] and add.input[1] is same.get_layer("b.pw.bn").output
+    add = same.get_layer("b_add")
+    assert add.input[0] is same.inputs[0] and add.input[1] is same.get_layer("b_pw_bn").output
     for kwargs in (dict(out_channels=16), dict(out_channels=8, strides=2)):
         names = [l.name for l in _block_model(mid_channels=40, **kwargs).layers]
-        assert "b.add" not in names
+        assert "b_add" not in names
 
 
 def test_se_width_rounds_up_like_the_reference():
     # dw sees 96 + 8 = 104 channels: 104 // 4 = 26 rounds up to 32 (nearest would be 24).
     model = _block_model(mid_channels=96, out_channels=8, se=True)
-    assert model.get_layer("b.se.reduce").filters == 32 == asymm_se_channels(104)
+    assert model.get_layer("b_se_reduce").filters == 32 == asymm_se_channels(104)
     assert asymm_se_channels(1120) == 280 and asymm_se_channels(72) == 24
 
 
@@ -103,7 +103,7 @@ def test_hard_swish_rewrite_keeps_the_outputs(include_top):
         "asymmnet_large_050", input_shape=shape, include_top=include_top,
         classifier_activation=None))
     if include_top:  # large logits, so that a small tolerance means something
-        classifier = model.get_layer("head.classifier")
+        classifier = model.get_layer("head_classifier")
         classifier.kernel.assign(classifier.kernel * 30.0)
     optimized = optimize_for_inference(model, verify=False)
     hard_swish = [l for l in optimized.layers if isinstance(l, layers.Activation)
@@ -111,8 +111,8 @@ def test_hard_swish_rewrite_keeps_the_outputs(include_top):
     assert not hard_swish
     # The stem's output also feeds a residual add (and without the top, the features are
     # the output): there a 1x1 depthwise conv divides by 6; everywhere else the consumers do.
-    divided = sorted(l.name for l in optimized.layers if l.name.endswith(".div6"))
-    expected = ["stem.hard_swish.div6"] + ([] if include_top else ["features.hard_swish.div6"])
+    divided = sorted(l.name for l in optimized.layers if l.name.endswith("_div6"))
+    expected = ["stem_hard_swish_div6"] + ([] if include_top else ["features_hard_swish_div6"])
     assert divided == sorted(expected)
     x = np.random.default_rng(1).standard_normal((2, *shape)).astype("float32")
     expected_out = np.asarray(model(x))

@@ -16,10 +16,10 @@ def test_blocks_compose_in_a_user_model(tmp_path):
     x = ghost_layers.ghost_bottleneck(x, 36, 12, name="b2")
     x = ghost_layers.squeeze_excite(x, 0.5, name="se")
     model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    assert model.get_layer("g.concat").output.shape[-1] == 13
-    assert model.get_layer("b1.add").output.shape[1:] == (15, 11, 12)
-    assert model.get_layer("b2.add").input[1] is model.get_layer("b1.add").output  # identity
-    assert model.get_layer("se.reduce").filters == 8  # make_divisible(12 * 0.5, 4)
+    assert model.get_layer("g_concat").output.shape[-1] == 13
+    assert model.get_layer("b1_add").output.shape[1:] == (15, 11, 12)
+    assert model.get_layer("b2_add").input[1] is model.get_layer("b1_add").output  # identity
+    assert model.get_layer("se_reduce").filters == 8  # make_divisible(12 * 0.5, 4)
     run_save_load(model, tmp_path)
 
 

@@ -96,8 +96,8 @@ CASES = [
     _case("convert", ["--weights", "{in}/missing.pth"], "--weights .*missing.pth: no such file"),
     _case("convert", ["--weights", "{in}"], "--weights .* is not a file"),
     _case("convert", [*SMALL, "--weights", "{in}/other.weights.h5"],
-          r"other.weights.h5 does not fit 'ghostnet_050': layer 'stem.conv' expects "
-          r"stem.conv/kernel of shape \(3, 3, 3, 8\), the file has \(3, 3, 3, 16\)",
+          r"other.weights.h5 does not fit 'ghostnet_050': layer 'stem_conv' expects "
+          r"stem_conv/kernel of shape \(3, 3, 3, 8\), the file has \(3, 3, 3, 16\)",
           BUILD_CHECK_S),
     _case("convert", [*SMALL, "--weights", "{in}/other.keras"], "other.keras does not fit",
           BUILD_CHECK_S),
@@ -314,7 +314,7 @@ def test_api_bad_arguments_name_the_argument_and_the_fix(files):
     assert by_name.macs == keras_ghost.profile(
         keras_ghost.create_model("ghostnet_050", input_shape=(32, 32, 3))).macs > 0
     with pytest.raises(ValueError, match=r"other.keras does not fit 'ghostnet_050': layer "
-                                         r"'stem.conv' .*\(3, 3, 3, 8\).*\(3, 3, 3, 16\)"):
+                                         r"'stem_conv' .*\(3, 3, 3, 8\).*\(3, 3, 3, 16\)"):
         keras_ghost.create_model("ghostnet_050", input_shape=(32, 32, 3),
                                  weights=files / "other.keras")
     from keras_ghost.weights.loading import load_keras_model

@@ -56,7 +56,7 @@ def test_retinanet_forward_and_one_training_step(tmp_path):
     anchors = 9 * sum((SIZE // 2 ** n) ** 2 for n in range(3, 7)) + 9  # P7 is 1x1
     assert tuple(raw["bbox_regression"].shape) == (4, anchors, 4)
     assert tuple(raw["cls_logits"].shape) == (4, anchors, 10)
-    stem = backbone.get_layer("stem.conv")
+    stem = backbone.get_layer("stem_conv")
     before = stem.get_weights()[0].copy()
     detection.compile_detector(detector, steps=1)
     detector.run_eagerly = True  # one step: tracing the train function costs more

@@ -89,7 +89,7 @@ def test_converted_weights_of_another_variant_name_both_shapes(tmp_path):
 def test_converted_weights_of_another_architecture(tmp_path):
     path = tmp_path / "v1.npz"
     _npz_of(keras_ghost.GhostNet(input_shape=(32, 32, 3)), path)
-    with pytest.raises(ValueError, match="no weights for layer 'stage2.block0.ghost1.dfc.conv'"):
+    with pytest.raises(ValueError, match="no weights for layer 'stage2_block0_ghost1_dfc_conv'"):
         keras_ghost.GhostNetV2(input_shape=(32, 32, 3), weights=path)
 
 

@@ -31,14 +31,14 @@ def test_stage_split_follows_released_rule(filters, depth, group_width):
     model = _stage_model(x_block, filters, depth, group_width=group_width)
     narrow = int(group_width * 0.75)
     raw = int(filters * 0.5 / narrow) * narrow
-    assert _channels(model, "s.complex.split") == raw
-    assert _channels(model, "s.cheap.conv") == filters - raw
-    assert model.get_layer("s.mix.reduce.conv").input.shape[-1] == filters + raw * (depth - 2)
+    assert _channels(model, "s_complex_split") == raw
+    assert _channels(model, "s_cheap_conv") == filters - raw
+    assert model.get_layer("s_mix_reduce_conv").input.shape[-1] == filters + raw * (depth - 2)
     # Full-width blocks keep the stage's group width, the complex path the narrower one.
-    assert model.get_layer("s.first.conv2.conv").groups == filters // group_width
-    assert model.get_layer("s.last.conv2.conv").groups == filters // group_width
-    assert model.get_layer("s.complex.block0.conv2.conv").groups == raw // narrow
-    assert len([l for l in model.layers if l.name.endswith(".conv2.conv")]) == depth
+    assert model.get_layer("s_first_conv2_conv").groups == filters // group_width
+    assert model.get_layer("s_last_conv2_conv").groups == filters // group_width
+    assert model.get_layer("s_complex_block0_conv2_conv").groups == raw // narrow
+    assert len([l for l in model.layers if l.name.endswith("_conv2_conv")]) == depth
     assert model.output_shape == (None, 8, 8, filters)
     # XNNPACK delegates concats of at most 5 inputs; the mix of deep stages is nested.
     concats = [l for l in model.layers if isinstance(l, keras.layers.Concatenate)]
@@ -47,10 +47,10 @@ def test_stage_split_follows_released_rule(filters, depth, group_width):
 
 def _cheap_output_depends_on_complex_path(model, stage):
     """Whether changing the complex path's weights changes the stage's cheap features."""
-    probe = keras.Model(model.inputs, model.get_layer(f"{stage}.cheap.relu").output)
+    probe = keras.Model(model.inputs, model.get_layer(f"{stage}_cheap_relu").output)
     x = random_images(model.input_shape[1:], seed=1)
     before = probe.predict(x, verbose=0)
-    kernel = model.get_layer(f"{stage}.complex.block0.conv1.conv").kernel
+    kernel = model.get_layer(f"{stage}_complex_block0_conv1_conv").kernel
     kernel.assign(kernel.numpy() * -3.0)
     return not np.allclose(before, probe.predict(x, verbose=0))
 
@@ -59,12 +59,12 @@ def test_mix_ablation():
     with_mix = keras_ghost.GGhostRegNet("002", input_shape=(64, 64, 3))
     without = keras_ghost.GGhostRegNet("002", mix=False, input_shape=(64, 64, 3))
     assert without.name == "g_ghost_regnetx_002_nomix"
-    assert not [l.name for l in without.layers if ".mix." in l.name]
-    mix_params = sum(int(np.prod(w.shape)) for l in with_mix.layers if ".mix." in l.name
+    assert not [l.name for l in without.layers if "_mix_" in l.name]
+    mix_params = sum(int(np.prod(w.shape)) for l in with_mix.layers if "_mix_" in l.name
                      for w in l.trainable_weights)
     assert mix_params > 0
     assert with_mix.count_params() - without.count_params() == (
-        mix_params + sum(int(np.prod(w.shape)) for l in with_mix.layers if ".mix." in l.name
+        mix_params + sum(int(np.prod(w.shape)) for l in with_mix.layers if "_mix_" in l.name
                          for w in l.non_trainable_weights))
     # The mix is what lets the deep path inform the cheap features.
     assert _cheap_output_depends_on_complex_path(with_mix, "stage3")
@@ -92,10 +92,10 @@ def test_stage_over_another_block_type(tmp_path):
     x = g_ghost_stage(inputs, _ghost_block, 40, 4, cheap_ratio=0.25, name="s")
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
-    assert _channels(model, "s.complex.split") == 30
-    assert _channels(model, "s.cheap.conv") == 10
-    assert model.get_layer("s.complex.block1.ghost1.primary.conv").input.shape[-1] == 30
-    assert model.get_layer("s.first.dw.conv").strides == (2, 2)
+    assert _channels(model, "s_complex_split") == 30
+    assert _channels(model, "s_cheap_conv") == 10
+    assert model.get_layer("s_complex_block1_ghost1_primary_conv").input.shape[-1] == 30
+    assert model.get_layer("s_first_dw_conv").strides == (2, 2)
     run_forward(model)
     run_train_step(model, classes=5)
     run_save_load(model, tmp_path)
@@ -103,8 +103,8 @@ def test_stage_over_another_block_type(tmp_path):
 
 def test_basic_block_stage_has_no_rounding_multiple():
     model = _stage_model(basic_block, 50, 3, cheap_ratio=0.3)
-    assert _channels(model, "s.complex.split") == 35
-    assert _channels(model, "s.cheap.conv") == 15
+    assert _channels(model, "s_complex_split") == 35
+    assert _channels(model, "s_cheap_conv") == 15
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -35,10 +35,10 @@ def test_ghost_cifar_models_replace_every_conv(plain, ghost):
     kinds = [type(l).__name__ for l in model.layers]
     plain_convs = sum(type(l) is layers.Conv2D and l.trainable
                       for l in keras_ghost.create_model(plain).layers)
-    primaries = [l for l in model.layers if l.name.endswith(".ghost.primary.conv")]
+    primaries = [l for l in model.layers if l.name.endswith("_ghost_primary_conv")]
     assert len(primaries) == plain_convs  # the stem too, as in the paper
     # Only the frozen option-A shortcut convs (fixed channel-padding maps) stay convs.
-    assert all(".ghost." in l.name or not l.trainable
+    assert all("_ghost_" in l.name or not l.trainable
                for l in model.layers if type(l) is layers.Conv2D)
     # Each ghost module replaced conv + BN; no BN is left over right after a module.
     assert kinds.count("BatchNormalization") == 2 * plain_convs + (1 if "vgg" in plain else 0)
@@ -57,13 +57,13 @@ def test_ghost_resnet50_macs(ratio, lo, hi, paper_macs):
 def test_option_a_shortcut_subsamples_and_zero_pads():
     inputs = keras.Input((9, 10, 4))
     block = keras.Model(inputs, basic_block(inputs, 8, strides=2, shortcut="zero_pad", name="b"))
-    shortcut = keras.Model(inputs, block.get_layer("b.shortcut.pad").output)
+    shortcut = keras.Model(inputs, block.get_layer("b_shortcut_pad").output)
     x = np.random.default_rng(0).standard_normal((2, 9, 10, 4)).astype("float32")
     y = shortcut.predict(x, verbose=0)
     assert y.shape == (2, 5, 5, 8)
     np.testing.assert_array_equal(y[..., 2:6], x[:, ::2, ::2])  # PyTorch's x[:, :, ::2, ::2]
     assert not y[..., :2].any() and not y[..., 6:].any()
-    assert not block.get_layer("b.shortcut.pad").trainable_weights
+    assert not block.get_layer("b_shortcut_pad").trainable_weights
     # The fixed map survives serialization (its initializer is registered).
     clone = keras.Model.from_config(shortcut.get_config())
     np.testing.assert_array_equal(clone.predict(x, verbose=0), y)

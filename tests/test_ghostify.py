@@ -42,7 +42,7 @@ def test_ratio_4_and_skip_patterns(resnet50):
     ghosted = keras_ghost.ghostify(resnet50, ratio=4, skip=["conv5_*"], verbose=False)
     names = {l.name for l in ghosted.layers}
     assert "conv5_block1_1_conv" in names and "conv4_block1_1_conv" not in names
-    assert "conv4_block1_1_conv.ghost.primary.conv" in names
+    assert "conv4_block1_1_conv_ghost_primary_conv" in names
     assert profile(ghosted).macs < profile(keras_ghost.ghostify(resnet50, verbose=False)).macs
 
 
@@ -58,8 +58,8 @@ def test_user_model_keeps_activation_and_skips_valid_convs():
     ghosted = keras_ghost.ghostify(model, skip_last=True, verbose=False)
     names = {l.name for l in ghosted.layers}
     assert {"stem", "valid3x3", "classifier"} <= names           # first, ineligible, last
-    assert "mid.act" in names and "proj.ghost.concat" in names
-    assert ghosted.get_layer("proj.ghost.concat").output.shape[-1] == 7
+    assert "mid_act" in names and "proj_ghost_concat" in names
+    assert ghosted.get_layer("proj_ghost_concat").output.shape[-1] == 7
     assert ghosted.output.shape == model.output.shape
     loaded = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ghosted))
     assert len(loaded.layers) == len(ghosted.layers)

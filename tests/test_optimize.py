@@ -40,7 +40,7 @@ def test_every_variant_keeps_its_outputs(name):
     if family in ("GhostNet", "GhostNetV2", "AsymmNetLarge", "AsymmNetSmall"):
         # Strided depthwise convs after a ghost / reuse concat run per part, the concat
         # after them.
-        assert any(l.name.endswith(".dw.conv.part1") for l in optimized.layers)
+        assert any(l.name.endswith("_dw_conv_part1") for l in optimized.layers)
     if family in ("AsymmNetLarge", "AsymmNetSmall"):
         # Hard-swish split into 1x1 depthwise conv + MUL (XNNPACK runs no int8 HARD_SWISH).
         assert not any(isinstance(l, layers.Activation) and l.activation.__name__ == "hard_silu"
@@ -67,7 +67,7 @@ def test_default_removes_only_the_pads_that_cost_nothing():
     assert "ZeroPadding2D" not in _kinds(optimized)
     assert _max_diff(odd, optimized, (65, 65, 3)) < 1e-4
     even = keras_ghost.GhostNet(width=0.5, input_shape=(64, 64, 3))
-    kept = {l.name.split(".part")[0] for l in optimize_for_inference(even).layers
+    kept = {l.name.split("_part")[0] for l in optimize_for_inference(even).layers
             if isinstance(l, layers.ZeroPadding2D)}  # split depthwise convs pad each part
     assert kept == {l.name for l in even.layers if isinstance(l, layers.ZeroPadding2D)}
     assert "ZeroPadding2D" in _kinds(optimize_for_inference(odd, remove_pad=False))
@@ -76,7 +76,7 @@ def test_default_removes_only_the_pads_that_cost_nothing():
 def test_hard_sigmoid_gate_scale_moves_into_the_convs():
     model = keras_ghost.GhostNet(width=0.5, input_shape=(64, 64, 3))
     optimized = optimize_for_inference(randomize_bn(model))
-    gates = [l for l in optimized.layers if l.name.endswith(".se.gate")]
+    gates = [l for l in optimized.layers if l.name.endswith("_se_gate")]
     assert gates and all(isinstance(g, layers.ReLU) and g.max_value == 6.0 for g in gates)
 
 

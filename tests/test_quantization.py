@@ -100,19 +100,19 @@ def test_missing_rule_is_an_error():
 def test_rules_follow_tflite_fusion():
     model = _model("ghostnetv2_100")
     plan = rules.plan_model(model)
-    weights, _, out = plan["stem.conv"]
+    weights, _, out = plan["stem_conv"]
     assert weights == [("kernel", "per_channel")] and not out   # BN folds into it
-    assert plan["stem.bn"][2] is False                           # ReLU fuses into it
-    assert plan["stem.relu"][2] is True
-    assert plan["stage0.block0.ghost1.cheap.conv"][0] == [("depthwise_kernel", "depthwise")]
-    assert plan["stage1.block0.ghost2.cheap.bn"][2] is True      # no ReLU after it
-    for name in ("stage0.block0.add", "stage0.block0.ghost1.concat", "stage3.block0.se.mul",
-                 "stage3.block0.se.gate", "stage2.block0.ghost1.dfc.mul", "head.pool"):
+    assert plan["stem_bn"][2] is False                           # ReLU fuses into it
+    assert plan["stem_relu"][2] is True
+    assert plan["stage0_block0_ghost1_cheap_conv"][0] == [("depthwise_kernel", "depthwise")]
+    assert plan["stage1_block0_ghost2_cheap_bn"][2] is True      # no ReLU after it
+    for name in ("stage0_block0_add", "stage0_block0_ghost1_concat", "stage3_block0_se_mul",
+                 "stage3_block0_se_gate", "stage2_block0_ghost1_dfc_mul", "head_pool"):
         assert plan[name][2] is True, name
-    for name in ("stage2.block0.ghost1.dfc.resize", "stage1.block0.dw.pad", "head.flatten"):
+    for name in ("stage2_block0_ghost1_dfc_resize", "stage1_block0_dw_pad", "head_flatten"):
         assert plan[name][2] is False, name
     # int8 LOGISTIC has a fixed output grid (scale 1/256, zero point -128).
-    assert plan["stage2.block0.ghost1.dfc.sigmoid"][2] == (0.0, 255 / 256)
+    assert plan["stage2_block0_ghost1_dfc_sigmoid"][2] == (0.0, 255 / 256)
     inputs = keras.Input((4, 4, 3))
     probs = keras.layers.Dense(5, activation="softmax", name="fc")(keras.layers.Flatten()(inputs))
     assert rules.plan_model(keras.Model(inputs, probs))["fc"][2] == (0.0, 255 / 256)

@@ -20,28 +20,28 @@ def repvgg_block(x, filters, strides, name):
     """RepVGG (Ding et al. 2021): 3x3 conv + BN, 1x1 conv + BN, BN identity where shapes
     allow, summed, ReLU; Keras "same" padding (asymmetric at stride 2 on even sizes)."""
     parts = [_bn(layers.Conv2D(filters, 3, strides, padding="same", use_bias=False,
-                               name=f"{name}.3x3")(x), f"{name}.3x3.bn"),
+                               name=f"{name}_3x3")(x), f"{name}_3x3_bn"),
              _bn(layers.Conv2D(filters, 1, strides, padding="same", use_bias=False,
-                               name=f"{name}.1x1")(x), f"{name}.1x1.bn")]
+                               name=f"{name}_1x1")(x), f"{name}_1x1_bn")]
     if strides == 1 and x.shape[-1] == filters:
-        parts.append(_bn(x, f"{name}.id"))
-    y = layers.Add(name=f"{name}.add")(parts)
-    return layers.ReLU(name=f"{name}.relu")(y)
+        parts.append(_bn(x, f"{name}_id"))
+    y = layers.Add(name=f"{name}_add")(parts)
+    return layers.ReLU(name=f"{name}_relu")(y)
 
 
 def mobileone_depthwise(x, k, branches, name):
     """MobileOne's depthwise stage: `branches` k x k depthwise conv + BN, a 1x1 depthwise
     scale branch, a BN skip; written as nested two-input Adds, PyTorch-style padding."""
-    padded = [layers.ZeroPadding2D(k // 2, name=f"{name}.pad{i}")(x) for i in range(branches)]
-    parts = [_bn(layers.DepthwiseConv2D(k, name=f"{name}.dw{i}", use_bias=False)(p),
-                 f"{name}.dw{i}.bn") for i, p in enumerate(padded)]
-    parts.append(_bn(layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}.scale")(x),
-                     f"{name}.scale.bn"))
-    parts.append(_bn(x, f"{name}.skip"))
+    padded = [layers.ZeroPadding2D(k // 2, name=f"{name}_pad{i}")(x) for i in range(branches)]
+    parts = [_bn(layers.DepthwiseConv2D(k, name=f"{name}_dw{i}", use_bias=False)(p),
+                 f"{name}_dw{i}_bn") for i, p in enumerate(padded)]
+    parts.append(_bn(layers.DepthwiseConv2D(1, use_bias=False, name=f"{name}_scale")(x),
+                     f"{name}_scale_bn"))
+    parts.append(_bn(x, f"{name}_skip"))
     y = parts[0]
     for i, p in enumerate(parts[1:]):
-        y = layers.Add(name=f"{name}.sum{i}")([y, p])
-    return layers.Activation("relu", name=f"{name}.relu")(y)
+        y = layers.Add(name=f"{name}_sum{i}")([y, p])
+    return layers.Activation("relu", name=f"{name}_relu")(y)
 
 
 def user_model(size):
@@ -50,13 +50,13 @@ def user_model(size):
     x = repvgg_block(x, 16, 1, "s2")           # with the BN identity
     x = mobileone_depthwise(x, 3, 2, "dw")
     # A grouped conv with bias next to a plain identity (no BN) and a 1x1 with bias.
-    g = layers.Conv2D(16, 3, padding="same", groups=4, name="g.3x3")(x)
-    p = layers.Conv2D(16, 1, groups=4, name="g.1x1")(x)
-    x = layers.Add(name="g.add")([g, p, x])
+    g = layers.Conv2D(16, 3, padding="same", groups=4, name="g_3x3")(x)
+    p = layers.Conv2D(16, 1, groups=4, name="g_1x1")(x)
+    x = layers.Add(name="g_add")([g, p, x])
     # A residual: its branches are not of one input, so it stays.
-    r = layers.Conv2D(16, 3, padding="same", name="res.conv")(x)
-    r = _bn(r, "res.bn")
-    x = layers.Add(name="res.add")([layers.ReLU(name="res.relu")(r), x])
+    r = layers.Conv2D(16, 3, padding="same", name="res_conv")(x)
+    r = _bn(r, "res_bn")
+    x = layers.Add(name="res_add")([layers.ReLU(name="res_relu")(r), x])
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(5, name="logits")(x), name="user_repvgg")
 
@@ -65,14 +65,14 @@ def user_model(size):
 def test_user_repvgg_mobileone_model_fuses(size):
     keras.utils.set_random_seed(1)
     model = randomize_bn(user_model(size))
-    assert fusable_sums(model) == ["s1.add", "s2.add", "dw.sum2", "g.add"]
+    assert fusable_sums(model) == ["s1_add", "s2_add", "dw_sum2", "g_add"]
     deployed = keras_ghost.reparameterize(model)
     kinds = [type(layer).__name__ for layer in deployed.layers]
     # Left: the residual's Add and BN only.
     assert kinds.count("Add") == 1 and kinds.count("BatchNormalization") == 1
     names = {layer.name for layer in deployed.layers}
-    assert {"s1.conv", "s2.conv", "g.conv", "res.conv", "res.bn"} <= names
-    assert "dw.sum2.conv" in names  # a sum not named `X.add` gives `{name}.conv`
+    assert {"s1_conv", "s2_conv", "g_conv", "res_conv", "res_bn"} <= names
+    assert "dw_sum2_conv" in names  # a sum not named `X_add` gives `{name}_conv`
     x = np.random.default_rng(0).standard_normal((3, *size, 3)).astype("float32")
     expected = np.asarray(model(x, training=False))
     actual = np.asarray(deployed(x, training=False))
@@ -98,19 +98,19 @@ def test_what_does_not_match_is_left_alone():
     inputs = keras.Input((16, 16, 4))
     # Different strides; a branch used elsewhere too; kernels that do not nest ((1, 3) vs
     # (3, 1)) are not summed into one.
-    a = layers.Add(name="strides.add")([layers.Conv2D(4, 3, 2, padding="same")(inputs),
+    a = layers.Add(name="strides_add")([layers.Conv2D(4, 3, 2, padding="same")(inputs),
                                         layers.Conv2D(4, 3, 2, padding="same")(inputs)])
     shared = layers.Conv2D(4, 1, name="shared")(inputs)
-    b = layers.Add(name="shared.add")([shared, layers.Conv2D(4, 3, padding="same")(inputs)])
-    c = layers.Add(name="cross.add")([layers.Conv2D(4, (1, 3), padding="same")(inputs),
+    b = layers.Add(name="shared_add")([shared, layers.Conv2D(4, 3, padding="same")(inputs)])
+    c = layers.Add(name="cross_add")([layers.Conv2D(4, (1, 3), padding="same")(inputs),
                                       layers.Conv2D(4, (3, 1), padding="same")(inputs)])
-    d = layers.Add(name="act.add")([layers.Conv2D(4, 1, activation="relu")(inputs),
+    d = layers.Add(name="act_add")([layers.Conv2D(4, 1, activation="relu")(inputs),
                                     inputs])
     model = keras.Model(inputs, [a, layers.Concatenate()([b, shared, c, d])])
     # Only the stride-2 pair fuses (equal strides, nested kernels); the rest stay.
-    assert fusable_sums(model) == ["strides.add"]
+    assert fusable_sums(model) == ["strides_add"]
     deployed = keras_ghost.reparameterize(model)
-    assert {"shared.add", "cross.add", "act.add"} <= {layer.name for layer in deployed.layers}
+    assert {"shared_add", "cross_add", "act_add"} <= {layer.name for layer in deployed.layers}
 
 
 def test_model_without_sums_is_an_equal_copy():

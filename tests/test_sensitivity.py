@@ -14,14 +14,14 @@ SHAPE = (10, 10, 3)
 def _parts_model():
     layers = keras.layers
     inputs = keras.Input(SHAPE, name="image")
-    x = layers.ZeroPadding2D(1, name="stem.pad")(inputs)
-    x = layers.Conv2D(8, 3, name="stem.conv")(x)
-    x = layers.ReLU(name="stem.relu")(x)
-    primary = layers.Conv2D(4, 1, name="stage0.primary")(x)
-    cheap = layers.DepthwiseConv2D(3, padding="same", name="stage0.cheap")(primary)
-    x = layers.Concatenate(name="stage0.concat")([primary, cheap])
-    x = layers.GlobalAveragePooling2D(name="head.pool")(x)
-    return keras.Model(inputs, layers.Dense(5, name="head.logits")(x), name="parts")
+    x = layers.ZeroPadding2D(1, name="stem_pad")(inputs)
+    x = layers.Conv2D(8, 3, name="stem_conv")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    primary = layers.Conv2D(4, 1, name="stage0_primary")(x)
+    cheap = layers.DepthwiseConv2D(3, padding="same", name="stage0_cheap")(primary)
+    x = layers.Concatenate(name="stage0_concat")([primary, cheap])
+    x = layers.GlobalAveragePooling2D(name="head_pool")(x)
+    return keras.Model(inputs, layers.Dense(5, name="head_logits")(x), name="parts")
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def test_quantized_tensors_are_the_ones_tflite_keeps(model_and_data):
     model, _, _ = model_and_data
     # The padding keeps its input's grid and the stem conv is fused with its ReLU.
     tensors = eb.quantized_tensors(model)
-    assert list(tensors) == ["stem.relu", "stage0.primary", "stage0.cheap", "stage0.concat",
-                             "head.pool", "head.logits"]
+    assert list(tensors) == ["stem_relu", "stage0_primary", "stage0_cheap", "stage0_concat",
+                             "head_pool", "head_logits"]
     assert set(tensors.values()) == {None}  # no fixed-grid activation: all measured
 
 

@@ -245,7 +245,7 @@ def test_mixed_precision_with_gradient_accumulation_exports_a_float32_model(tmp_
     assert report["recipe"]["gradient_accumulation_steps"] == 2
     last = keras.saving.load_model(tmp_path / "run" / "last.keras", safe_mode=True)
     # Trained in bfloat16, with float32 logits for the loss and metrics.
-    assert last.get_layer("head.classifier").dtype_policy.name == "mixed_bfloat16"
+    assert last.get_layer("head_classifier").dtype_policy.name == "mixed_bfloat16"
     assert keras.backend.standardize_dtype(last.outputs[0].dtype) == "float32"
     content = (tmp_path / "run" / f"{report['model']}_fp32.tflite").read_bytes()
     from keras_ghost import export
@@ -431,6 +431,44 @@ def test_multiworker_mirrored_two_processes_end_with_identical_weights(tmp_path)
                                                    tmp_path / "worker1" / "report.json")]
     assert [(r["replicas"], r["loop"]) for r in reports] == [(2, "custom")] * 2
     assert reports[0]["optimizer_steps"] == reports[1]["optimizer_steps"] == 2 * (256 // 64)
+
+
+# --- train.py on the JAX and PyTorch backends ---------------------------------------------
+
+ONE_STEP = ["--limit-train", "64", "--limit-eval", "32", "--batch-size", "32", "--epochs", "1",
+            "--steps-per-epoch", "1"]
+# Building on JAX compiles one XLA program per initializer: faster without LLVM's passes.
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def _train_on(backend, strategy, out, xla_flags=""):
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), *TINY, *ONE_STEP, "--strategy", strategy,
+         "--output-dir", str(out)], capture_output=True, text=True, timeout=1200,
+        env=python_env(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
+                       XLA_FLAGS=f"{xla_flags} {FAST_XLA}".strip()))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return json.loads((out / "report.json").read_text())
+
+
+@needs_cifar
+def test_train_cli_on_pytorch(tmp_path):
+    report = _train_on("torch", "auto", tmp_path)
+    assert (report["backend"], report["replicas"], report["optimizer_steps"]) == ("torch", 1, 1)
+    assert np.isfinite(report["train_loss"][0]) and report["train_loss"][0] > 0
+    last = keras_ghost.load_model(tmp_path / "last.keras")  # the PyTorch file, on TensorFlow
+    assert last.output_shape == (None, 10)
+
+
+@needs_cifar
+@pytest.mark.slow  # two JAX compiles of the training step: ~5 minutes; its own CI step
+def test_jax_data_parallel_first_step_matches_one_device(tmp_path):
+    two_devices = "--xla_force_host_platform_device_count=2"
+    parallel = _train_on("jax", "jax-data-parallel", tmp_path / "parallel", two_devices)
+    single = _train_on("jax", "auto", tmp_path / "single", two_devices)
+    assert (parallel["replicas"], single["replicas"]) == (2, 1)
+    assert parallel["train_loss"][0] == pytest.approx(single["train_loss"][0], rel=1e-5)
+    assert parallel["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-4)
 
 
 # --- benchmark scripts ---------------------------------------------------------------------

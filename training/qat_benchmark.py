@@ -63,7 +63,7 @@ def float_model(args, name, classes, norm):
 
     path = args.output_dir / f"{name}.keras"
     if args.reuse and path.exists():
-        return keras.saving.load_model(path, safe_mode=True), path, {"reused": True}
+        return keras_ghost.load_model(path), path, {"reused": True}
     keras.utils.set_random_seed(args.seed)
     model = keras_ghost.create_model(name, input_shape=(args.image_size,) * 2 + (3,),
                                      classes=classes, classifier_activation=None)

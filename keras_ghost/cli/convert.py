@@ -33,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--input-size", type=common.positive_int, nargs="+", metavar="N",
                    help="input height [width] (default: the variant's, 224)")
     p.add_argument("--weights", help="None (random init), a weights file, or 'imagenet'")
+    p.add_argument("--keras-model", type=Path, metavar="FILE",
+                   help="convert this .keras model (saved on any Keras backend) instead of "
+                        "building --model; --input-size fixes a (None, None, 3) input")
     p.add_argument("--seed", type=common.non_negative_int, default=0,
                    help="seed of the random initialization (without --weights): the same "
                         "seed gives the same model and fidelity figures (default %(default)s)")
@@ -97,6 +100,13 @@ def validate(args):
                                 "skips; drop one of them")
     if args.weights and args.weights.lower() not in ("none", "imagenet"):
         common.check_input_file(args.weights, "--weights")
+    if args.keras_model is not None:
+        common.check_input_file(args.keras_model, "--keras-model", (".keras",))
+        clash = next((flag for flag, value in (("--weights", args.weights),
+                                               ("--width", args.width)) if value), None)
+        if clash:
+            raise common.UsageError(f"{clash} describes a model to build, --keras-model "
+                                    "gives one; drop one of them")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise common.UsageError(f"--data-dir {args.data_dir}: no such folder")
     if args.calib_data and os.sep in args.calib_data and not Path(args.calib_data).is_dir():
@@ -116,6 +126,8 @@ def build_model(args):
 
     import keras_ghost
 
+    if args.keras_model is not None:
+        return _saved_model(args)
     spec = keras_ghost.get_spec(args.model)
     size = args.input_size or list(spec.input_size[:2])
     input_shape = (size[0], size[-1], 3)
@@ -127,6 +139,36 @@ def build_model(args):
         kwargs["weights"] = args.weights
     keras.utils.set_random_seed(getattr(args, "seed", 0))
     return spec, input_shape, keras_ghost.create_model(args.model, **kwargs)
+
+
+def _saved_model(args):
+    """`build_model` for --keras-model: the file's model, its input fixed to --input-size
+    when that is given or the file's input size is free; the preprocessing is the
+    variant's the model is named after (else --model's)."""
+    import keras
+
+    import keras_ghost
+
+    model = keras_ghost.load_model(args.keras_model)
+    name = model.name if model.name in keras_ghost.list_models() else args.model
+    spec = keras_ghost.get_spec(name)
+    height, width, channels = model.input_shape[1:]
+    if args.input_size:
+        height, width = args.input_size[0], args.input_size[-1]
+    elif height is None or width is None:
+        raise common.UsageError(f"--keras-model {args.keras_model} takes any input size "
+                                f"{model.input_shape[1:]}; give the one to export with "
+                                "--input-size")
+    if tuple(model.input_shape[1:3]) != (height, width):
+        config = model.get_config()
+        if len(model.inputs) != 1 or config["layers"][0]["class_name"] != "InputLayer":
+            raise common.UsageError(f"--keras-model {args.keras_model}: --input-size needs a "
+                                    "functional model with one image input")
+        config["layers"][0]["config"]["batch_shape"] = [None, height, width, channels]
+        fixed = keras.Model.from_config(config)
+        fixed.set_weights(model.get_weights())
+        model = fixed
+    return spec, (height, width, channels), model
 
 
 def main(argv=None):
@@ -148,7 +190,8 @@ def _main(argv):
         raise common.UsageError(
             f"--holdout {args.holdout}: the calibration source has only {len(images)} images; "
             "lower --holdout (and --calib-steps) or give a larger --calib-data")
-    with progress.stage("build", f"{args.model}, weights {args.weights or 'random'}"):
+    with progress.stage("build", str(args.keras_model) if args.keras_model else
+                        f"{args.model}, weights {args.weights or 'random'}"):
         spec, input_shape, model = build_model(args)
     norm = {} if args.include_preprocessing else dict(mean=spec.mean, std=spec.std)
     data = export.to_model_input(images, input_shape, **norm)

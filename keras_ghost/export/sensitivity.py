@@ -103,7 +103,7 @@ def _activations_quantized(model, ranges):
 
 
 def part_of(layer_name):
-    return layer_name.split(".")[0]
+    return layer_name.split("_")[0]
 
 
 def error_budget(model, calibration, images, *, percentile=99.0, optimize=True,

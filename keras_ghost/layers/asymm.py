@@ -43,9 +43,9 @@ def asymm_bottleneck(x, mid_channels, out_channels, kernel_size=3, strides=1, se
     shortcut = x
     if mid_channels > max(in_channels, asymm_rate * in_channels):
         pw = conv_bn(x, mid_channels - asymm_rate * in_channels, 1, activation=activation,
-                     name=f"{name}.expand")
+                     name=f"{name}_expand")
         if asymm_rate:
-            x = layers.Concatenate(name=f"{name}.reuse")([x] * asymm_rate + [pw] +
+            x = layers.Concatenate(name=f"{name}_reuse")([x] * asymm_rate + [pw] +
                                                          [x] * asymm_rate)
         else:
             x = pw
@@ -56,16 +56,16 @@ def asymm_bottleneck(x, mid_channels, out_channels, kernel_size=3, strides=1, se
             f"block does not expand and its depthwise conv would need mid_channels == "
             f"in_channels ({in_channels}). Lower asymm_rate or raise mid_channels.")
     x = conv_bn(x, None, kernel_size, strides, activation=activation, depthwise=True,
-                name=f"{name}.dw")
+                name=f"{name}_dw")
     if se:
         channels = x.shape[-1]
         # squeeze_excite rounds `channels * ratio` to the nearest multiple of 8; asking for
         # exactly the reference width (a multiple of 8) makes that rounding a no-op.
         x = squeeze_excite(x, asymm_se_channels(channels) / channels, divisor=8,
-                           name=f"{name}.se")
-    x = conv_bn(x, out_channels, 1, name=f"{name}.pw")
+                           name=f"{name}_se")
+    x = conv_bn(x, out_channels, 1, name=f"{name}_pw")
     if in_channels == out_channels and strides == 1:
-        x = layers.Add(name=f"{name}.add")([shortcut, x])
+        x = layers.Add(name=f"{name}_add")([shortcut, x])
     return x
 
 

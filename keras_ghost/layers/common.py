@@ -42,7 +42,7 @@ def torch_padding(x, kernel_size, strides, name):
         return x, "same"
     pad = tuple((k // 2, k // 2) for k in kernel_size)
     if any(p[0] for p in pad):
-        x = layers.ZeroPadding2D(pad, name=f"{name}.pad")(x)
+        x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
     return x, "valid"
 
 
@@ -50,7 +50,7 @@ def conv_bn(x, filters, kernel_size=1, strides=1, activation=None, depthwise=Fal
             depth_multiplier=1, groups=1, name="conv"):
     """Conv (or depthwise conv) without bias, BatchNorm and an optional activation.
 
-    Layers are named `{name}.conv`, `{name}.bn` and `{name}.{activation}`.
+    Layers are named `{name}_conv`, `{name}_bn` and `{name}_{activation}`.
     For depthwise convs `filters` is ignored: the output has `in * depth_multiplier` channels.
     `groups` > 1 makes a grouped conv (PyTorch `groups`; RegNet's 3x3 convs).
     """
@@ -58,13 +58,13 @@ def conv_bn(x, filters, kernel_size=1, strides=1, activation=None, depthwise=Fal
     if depthwise:
         x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding,
                                    depth_multiplier=depth_multiplier, use_bias=False,
-                                   name=f"{name}.conv")(x)
+                                   name=f"{name}_conv")(x)
     else:
         x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                          groups=groups, use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}.bn")(x)
+                          groups=groups, use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
-        x = layers.Activation(activation, name=f"{name}.{activation}")(x)
+        x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
 
 

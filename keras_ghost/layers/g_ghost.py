@@ -40,8 +40,8 @@ def g_ghost_stage(x, block, filters, depth, strides=2, cheap_ratio=0.5, mix=True
         group_width: for grouped-conv blocks (RegNet): passed to `block` as `group_width=`;
             the complex path uses `int(0.75 * group_width)` and its width is rounded down
             to a multiple of that. None: `block` takes no group width, `raw` is not rounded.
-        name: layer name prefix; layers are `{name}.first`, `{name}.complex.block{i}`,
-            `{name}.cheap`, `{name}.mix.reduce`, `{name}.mix.expand`, `{name}.last`.
+        name: layer name prefix; layers are `{name}_first`, `{name}_complex_block{i}`,
+            `{name}_cheap`, `{name}_mix_reduce`, `{name}_mix_expand`, `{name}_last`.
     """
     if depth < 3:
         raise ValueError(f"{name}: a G-Ghost stage needs depth >= 3 (first block, at least one "
@@ -62,29 +62,29 @@ def g_ghost_stage(x, block, filters, depth, strides=2, cheap_ratio=0.5, mix=True
                          f"cheap_ratio={cheap_ratio}, rounding multiple {multiple}. Lower "
                          "cheap_ratio or group_width.")
 
-    x0 = block(x, filters, strides=strides, name=f"{name}.first", **full_kwargs)
-    complex_x = ChannelSlice(raw, name=f"{name}.complex.split")(x0)
+    x0 = block(x, filters, strides=strides, name=f"{name}_first", **full_kwargs)
+    complex_x = ChannelSlice(raw, name=f"{name}_complex_split")(x0)
     intermediates = [x0]
     for index in range(depth - 2):
-        complex_x = block(complex_x, raw, strides=1, name=f"{name}.complex.block{index}",
+        complex_x = block(complex_x, raw, strides=1, name=f"{name}_complex_block{index}",
                           **complex_kwargs)
         intermediates.append(complex_x)
 
-    cheap_x = ChannelSlice(cheap, start=raw, name=f"{name}.cheap.split")(x0)
-    cheap_x = conv_bn(cheap_x, cheap, 1, name=f"{name}.cheap")
+    cheap_x = ChannelSlice(cheap, start=raw, name=f"{name}_cheap_split")(x0)
+    cheap_x = conv_bn(cheap_x, cheap, 1, name=f"{name}_cheap")
     if mix:
         # The reference pools concat(x0, ...); pooling each map first gives the same
         # per-channel means without materializing the full-size concat.
-        pooled = [layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.mix.pool{i}")(t)
+        pooled = [layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_mix_pool{i}")(t)
                   for i, t in enumerate(intermediates)]
-        m = _concatenate(pooled, name=f"{name}.mix.concat")
-        m = conv_bn(m, cheap, 1, activation="relu", name=f"{name}.mix.reduce")
-        m = conv_bn(m, cheap, 1, name=f"{name}.mix.expand")
-        cheap_x = layers.Add(name=f"{name}.mix.add")([cheap_x, m])
-    cheap_x = layers.Activation("relu", name=f"{name}.cheap.relu")(cheap_x)
+        m = _concatenate(pooled, name=f"{name}_mix_concat")
+        m = conv_bn(m, cheap, 1, activation="relu", name=f"{name}_mix_reduce")
+        m = conv_bn(m, cheap, 1, name=f"{name}_mix_expand")
+        cheap_x = layers.Add(name=f"{name}_mix_add")([cheap_x, m])
+    cheap_x = layers.Activation("relu", name=f"{name}_cheap_relu")(cheap_x)
 
-    x = layers.Concatenate(name=f"{name}.concat")([complex_x, cheap_x])
-    return block(x, filters, strides=1, name=f"{name}.last", **full_kwargs)
+    x = layers.Concatenate(name=f"{name}_concat")([complex_x, cheap_x])
+    return block(x, filters, strides=1, name=f"{name}_last", **full_kwargs)
 
 
 def _concatenate(tensors, name):
@@ -95,7 +95,7 @@ def _concatenate(tensors, name):
         groups = [tensors[i:i + MAX_CONCAT_INPUTS]
                   for i in range(0, len(tensors), MAX_CONCAT_INPUTS)]
         tensors = [group[0] if len(group) == 1 else
-                   layers.Concatenate(name=f"{name}.part{level}_{index}")(group)
+                   layers.Concatenate(name=f"{name}_part{level}_{index}")(group)
                    for index, group in enumerate(groups)]
         level += 1
     return layers.Concatenate(name=name)(tensors)

@@ -1,7 +1,7 @@
 """Ghost-family building blocks as functions over Keras tensors.
 
 Each block takes a channels-last Keras tensor and returns one, so it drops into any
-functional model. Layer names are hierarchical (`{name}.primary.conv`, ...) and stable:
+functional model. Layer names are hierarchical (`{name}_primary_conv`, ...) and stable:
 the PyTorch weight converter maps from them.
 """
 
@@ -23,12 +23,12 @@ def squeeze_excite(x, se_ratio=0.25, divisor=4, name="se"):
     """
     channels = x.shape[-1]
     reduced = make_divisible(channels * se_ratio, divisor)
-    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
-    s = layers.Conv2D(reduced, 1, name=f"{name}.reduce")(s)
-    s = layers.Activation("relu", name=f"{name}.relu")(s)
-    s = layers.Conv2D(channels, 1, name=f"{name}.expand")(s)
-    s = layers.Activation("hard_sigmoid", name=f"{name}.gate")(s)
-    return layers.Multiply(name=f"{name}.mul")([x, s])
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    s = layers.Conv2D(reduced, 1, name=f"{name}_reduce")(s)
+    s = layers.Activation("relu", name=f"{name}_relu")(s)
+    s = layers.Conv2D(channels, 1, name=f"{name}_expand")(s)
+    s = layers.Activation("hard_sigmoid", name=f"{name}_gate")(s)
+    return layers.Multiply(name=f"{name}_mul")([x, s])
 
 
 def dfc_attention(x, out_channels, kernel_size=1, strides=1, name="dfc"):
@@ -39,14 +39,14 @@ def dfc_attention(x, out_channels, kernel_size=1, strides=1, name="dfc"):
     A spatial axis smaller than 2 is not pooled (the reference would fail there).
     """
     if None in x.shape[1:3]:  # the size is known only when it runs
-        g = GatePool(name=f"{name}.pool")(x)
+        g = GatePool(name=f"{name}_pool")(x)
     else:
         pool = tuple(2 if d >= 2 else 1 for d in x.shape[1:3])
-        g = layers.AveragePooling2D(pool, strides=pool, padding="valid", name=f"{name}.pool")(x)
+        g = layers.AveragePooling2D(pool, strides=pool, padding="valid", name=f"{name}_pool")(x)
     g = conv_bn(g, out_channels, kernel_size, strides, name=name)
-    g = conv_bn(g, None, (1, 5), depthwise=True, name=f"{name}.horizontal")
-    g = conv_bn(g, None, (5, 1), depthwise=True, name=f"{name}.vertical")
-    return layers.Activation("sigmoid", name=f"{name}.sigmoid")(g)
+    g = conv_bn(g, None, (1, 5), depthwise=True, name=f"{name}_horizontal")
+    g = conv_bn(g, None, (5, 1), depthwise=True, name=f"{name}_vertical")
+    return layers.Activation("sigmoid", name=f"{name}_sigmoid")(g)
 
 
 def _conv_bn(x, filters, kernel_size, strides=1, branches=0, skip=False, **kwargs):
@@ -75,7 +75,7 @@ def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, 
         branches: 0 for one conv + BN per op (GhostNet, GhostNetV2); n > 0 for
             GhostNetV3's training form: each op a sum of n conv + BN branches, a 1x1 scale
             branch and, for the cheap op at ratio 2, a BN identity (`rep_conv_bn`; layers
-            `{name}.primary.branch{i}.conv`, `{name}.cheap.scale`, `{name}.cheap.skip`).
+            `{name}_primary_branch{i}_conv`, `{name}_cheap_scale`, `{name}_cheap_skip`).
     """
     if out_channels < 1 or ratio < 2:
         raise ValueError(f"ghost_module needs out_channels >= 1 and ratio >= 2, got "
@@ -84,17 +84,17 @@ def ghost_module(x, out_channels, ratio=2, kernel_size=1, dw_size=3, strides=1, 
     act = "relu" if relu else None
     init_channels = math.ceil(out_channels / ratio)
     primary = _conv_bn(x, init_channels, kernel_size, strides, branches, activation=act,
-                       name=f"{name}.primary")
+                       name=f"{name}_primary")
     cheap = _conv_bn(primary, None, dw_size, 1, branches, skip=ratio == 2, depthwise=True,
-                     depth_multiplier=ratio - 1, activation=act, name=f"{name}.cheap")
+                     depth_multiplier=ratio - 1, activation=act, name=f"{name}_cheap")
     if init_channels * ratio > out_channels:
         # Only ghost maps fall beyond `out_channels`, so cutting the cheap part is enough.
-        cheap = ChannelSlice(out_channels - init_channels, name=f"{name}.cheap.slice")(cheap)
-    out = layers.Concatenate(name=f"{name}.concat")([primary, cheap])
+        cheap = ChannelSlice(out_channels - init_channels, name=f"{name}_cheap_slice")(cheap)
+    out = layers.Concatenate(name=f"{name}_concat")([primary, cheap])
     if dfc:
-        gate = dfc_attention(inputs, out_channels, kernel_size, strides, name=f"{name}.dfc")
-        gate = ResizeNearestLike(name=f"{name}.dfc.resize")([gate, out])
-        out = layers.Multiply(name=f"{name}.dfc.mul")([out, gate])
+        gate = dfc_attention(inputs, out_channels, kernel_size, strides, name=f"{name}_dfc")
+        gate = ResizeNearestLike(name=f"{name}_dfc_resize")([gate, out])
+        out = layers.Multiply(name=f"{name}_dfc_mul")([out, gate])
     return out
 
 
@@ -110,17 +110,17 @@ def ghost_bottleneck(x, mid_channels, out_channels, kernel_size=3, strides=1, se
     """
     in_channels = x.shape[-1]
     shortcut = x
-    x = ghost_module(x, mid_channels, relu=True, dfc=dfc, branches=branches, name=f"{name}.ghost1")
+    x = ghost_module(x, mid_channels, relu=True, dfc=dfc, branches=branches, name=f"{name}_ghost1")
     if strides > 1:
-        x = _conv_bn(x, None, kernel_size, strides, branches, depthwise=True, name=f"{name}.dw")
+        x = _conv_bn(x, None, kernel_size, strides, branches, depthwise=True, name=f"{name}_dw")
     if se_ratio:
-        x = squeeze_excite(x, se_ratio, name=f"{name}.se")
-    x = ghost_module(x, out_channels, relu=False, branches=branches, name=f"{name}.ghost2")
+        x = squeeze_excite(x, se_ratio, name=f"{name}_se")
+    x = ghost_module(x, out_channels, relu=False, branches=branches, name=f"{name}_ghost2")
     if in_channels != out_channels or strides != 1:
         shortcut = conv_bn(shortcut, None, kernel_size, strides, depthwise=True,
-                           name=f"{name}.shortcut.dw")
-        shortcut = conv_bn(shortcut, out_channels, 1, name=f"{name}.shortcut.pw")
-    return layers.Add(name=f"{name}.add")([x, shortcut])
+                           name=f"{name}_shortcut_dw")
+        shortcut = conv_bn(shortcut, out_channels, 1, name=f"{name}_shortcut_pw")
+    return layers.Add(name=f"{name}_add")([x, shortcut])
 
 
 __all__ = ["squeeze_excite", "dfc_attention", "ghost_module", "ghost_bottleneck"]

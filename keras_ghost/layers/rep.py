@@ -13,10 +13,10 @@ from keras_ghost.layers.common import BN_EPSILON, BN_MOMENTUM, conv_bn
 
 def rep_conv_bn(x, filters, kernel_size=3, strides=1, branches=3, scale=True, skip=False,
                 depthwise=False, depth_multiplier=1, activation=None, name="rep"):
-    """Sum of `branches` conv + BN (`{name}.branch{i}.conv` / `.bn`), a 1x1 conv + BN with
-    the same stride when `scale` (`{name}.scale`), and a BN of the input when `skip`
-    (`{name}.skip`; needs stride 1 and as many output as input channels), then
-    `activation` (`{name}.{activation}`). Padding is PyTorch's `k // 2`, so the 1x1 branch
+    """Sum of `branches` conv + BN (`{name}_branch{i}_conv` / `_bn`), a 1x1 conv + BN with
+    the same stride when `scale` (`{name}_scale`), and a BN of the input when `skip`
+    (`{name}_skip`; needs stride 1 and as many output as input channels), then
+    `activation` (`{name}_{activation}`). Padding is PyTorch's `k // 2`, so the 1x1 branch
     sits at the centre of the k x k ones, as in timm's / the official GhostNetV3.
 
     `depthwise=True` makes every conv depthwise (`filters` ignored, output
@@ -31,16 +31,16 @@ def rep_conv_bn(x, filters, kernel_size=3, strides=1, branches=3, scale=True, sk
                          f"stride 1 and in == out channels, got stride {strides}, "
                          f"{in_channels} -> {out_channels}. Pass skip=False.")
     kwargs = dict(depthwise=depthwise, depth_multiplier=depth_multiplier)
-    parts = [conv_bn(x, filters, kernel_size, strides, name=f"{name}.branch{i}", **kwargs)
+    parts = [conv_bn(x, filters, kernel_size, strides, name=f"{name}_branch{i}", **kwargs)
              for i in range(branches)]
     if scale:
-        parts.append(conv_bn(x, filters, 1, strides, name=f"{name}.scale", **kwargs))
+        parts.append(conv_bn(x, filters, 1, strides, name=f"{name}_scale", **kwargs))
     if skip:
         parts.append(layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                               name=f"{name}.skip")(x))
-    y = parts[0] if len(parts) == 1 else layers.Add(name=f"{name}.add")(parts)
+                                               name=f"{name}_skip")(x))
+    y = parts[0] if len(parts) == 1 else layers.Add(name=f"{name}_add")(parts)
     if activation:
-        y = layers.Activation(activation, name=f"{name}.{activation}")(y)
+        y = layers.Activation(activation, name=f"{name}_{activation}")(y)
     return y
 
 

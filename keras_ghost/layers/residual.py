@@ -36,7 +36,7 @@ def _shortcut(x, filters, strides, name, kind="projection"):
     if strides == 1 and x.shape[-1] == filters:
         return x
     if kind == "projection":
-        return conv_bn(x, filters, 1, strides, name=f"{name}.shortcut")
+        return conv_bn(x, filters, 1, strides, name=f"{name}_shortcut")
     if kind != "zero_pad":
         raise ValueError(f"{name}: shortcut must be one of {SHORTCUTS}, got {kind!r}.")
     # He et al.'s CIFAR option A, no trainable parameters: subsample by the stride and
@@ -48,7 +48,7 @@ def _shortcut(x, filters, strides, name, kind="projection"):
                          "channels (needs an even increase); use shortcut='projection'.")
     return layers.Conv2D(filters, 1, strides, use_bias=False, trainable=False,
                          kernel_initializer=ChannelPadSelection(extra // 2),
-                         name=f"{name}.shortcut.pad")(x)
+                         name=f"{name}_shortcut_pad")(x)
 
 
 def x_block(x, filters, strides=1, group_width=1, name="block"):
@@ -63,11 +63,11 @@ def x_block(x, filters, strides=1, group_width=1, name="block"):
                          f"{groups} groups (group_width={group_width}); choose filters a multiple "
                          "of group_width.")
     shortcut = _shortcut(x, filters, strides, name)
-    x = conv_bn(x, filters, 1, activation="relu", name=f"{name}.conv1")
-    x = conv_bn(x, filters, 3, strides, activation="relu", groups=groups, name=f"{name}.conv2")
-    x = conv_bn(x, filters, 1, name=f"{name}.conv3")
-    x = layers.Add(name=f"{name}.add")([x, shortcut])
-    return layers.Activation("relu", name=f"{name}.relu")(x)
+    x = conv_bn(x, filters, 1, activation="relu", name=f"{name}_conv1")
+    x = conv_bn(x, filters, 3, strides, activation="relu", groups=groups, name=f"{name}_conv2")
+    x = conv_bn(x, filters, 1, name=f"{name}_conv3")
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 def basic_block(x, filters, strides=1, shortcut="projection", name="block"):
@@ -76,10 +76,10 @@ def basic_block(x, filters, strides=1, shortcut="projection", name="block"):
     shortcut is a 1x1 conv + BN ("projection") or He et al.'s parameter-free CIFAR option A
     ("zero_pad": subsample, zero channels on both sides)."""
     shortcut = _shortcut(x, filters, strides, name, shortcut)
-    x = conv_bn(x, filters, 3, strides, activation="relu", name=f"{name}.conv1")
-    x = conv_bn(x, filters, 3, name=f"{name}.conv2")
-    x = layers.Add(name=f"{name}.add")([x, shortcut])
-    return layers.Activation("relu", name=f"{name}.relu")(x)
+    x = conv_bn(x, filters, 3, strides, activation="relu", name=f"{name}_conv1")
+    x = conv_bn(x, filters, 3, name=f"{name}_conv2")
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
 __all__ = ["ChannelPadSelection", "basic_block", "x_block"]

@@ -118,13 +118,13 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
 
     x = conv_bn(x, _channels(STEM_CHANNELS, width), 3, 2, activation=HSWISH, name="stem")
     # Default taps: the last layer at each stride (a block ends in its add or its BN).
-    trunk, stride = [(f"stem.{HSWISH}", 2)], 2
+    trunk, stride = [(f"stem_{HSWISH}", 2)], 2
     for stage_index, stage in enumerate(stages, 1):
         for index_in_stage, block in enumerate(stage):
-            block_name = f"stage{stage_index}.block{index_in_stage}"
+            block_name = f"stage{stage_index}_block{index_in_stage}"
             stride *= block.stride
             residual = x.shape[-1] == _channels(block.out, width) and block.stride == 1
-            trunk.append((f"{block_name}.add" if residual else f"{block_name}.pw.bn", stride))
+            trunk.append((f"{block_name}_add" if residual else f"{block_name}_pw_bn", stride))
             x = asymm_bottleneck(
                 x,
                 mid_channels=_channels(block.mid, width),
@@ -137,13 +137,13 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
                 name=block_name,
             )
     x = conv_bn(x, _channels(features, width), 1, activation=HSWISH, name="features")
-    trunk.append((f"features.{HSWISH}", stride))
+    trunk.append((f"features_{HSWISH}", stride))
 
     if include_top:
-        x = layers.GlobalAveragePooling2D(keepdims=True, name="head.pool")(x)
-        x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="head.conv")(x)
-        x = layers.Activation(HSWISH, name="head.hard_swish")(x)
-        x = layers.Flatten(name="head.flatten")(x)
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(x)
+        x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="head_conv")(x)
+        x = layers.Activation(HSWISH, name="head_hard_swish")(x)
+        x = layers.Flatten(name="head_flatten")(x)
     x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
 
     model = keras.Model(inputs, x, name=name)

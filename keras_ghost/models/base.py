@@ -92,8 +92,8 @@ def preprocessing_layer(spec_mean, spec_std):
     return layers.Normalization(mean=mean, variance=variance, name="preprocess")
 
 
-def classifier(x, classes, classifier_activation, dropout_rate, name="head.classifier",
-               dropout_name="head.dropout"):
+def classifier(x, classes, classifier_activation, dropout_rate, name="head_classifier",
+               dropout_name="head_dropout"):
     """Dropout (when `dropout_rate` is nonzero), then the Dense classifier."""
     if dropout_rate:
         x = layers.Dropout(dropout_rate, name=dropout_name)(x)
@@ -105,7 +105,7 @@ def classifier_top(x, include_top, pooling, classes, classifier_activation, drop
     if include_top:
         return classifier(x, classes, classifier_activation, dropout_rate)
     if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="head.pool")(x)
+        return layers.GlobalAveragePooling2D(name="head_pool")(x)
     if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="head.pool")(x)
+        return layers.GlobalMaxPooling2D(name="head_pool")(x)
     return x

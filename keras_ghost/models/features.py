@@ -184,15 +184,15 @@ def dilate(model, output_stride):
                 out = copy_call(layer, inputs)
                 grids[id(out)] = grid_of([like])
                 return out
-            resized = copy_call(layer, [gate, PhaseSplit(d, name=f"{layer.name}.split")(like)])
-            out = PhaseMerge(d, name=f"{layer.name}.merge")([resized, like])
+            resized = copy_call(layer, [gate, PhaseSplit(d, name=f"{layer.name}_split")(like)])
+            out = PhaseMerge(d, name=f"{layer.name}_merge")([resized, like])
             grids[id(out)] = grid_of([like])
             return out
         grid = grid_of(inputs)
         if layer.name in branch and not grid.phased and grid is not _GLOBAL:
             # Entering a resized branch: it runs per phase, as in the undilated net.
             if grid.density > 1:
-                inputs = [PhaseSplit(grid.density, name=f"{layer.name}.split")(inputs[0])]
+                inputs = [PhaseSplit(grid.density, name=f"{layer.name}_split")(inputs[0])]
                 args = (inputs[0], *args[1:])
             grid = _Grid(grid.stride, grid.density, phased=True)
         new_grid = grid

@@ -95,7 +95,7 @@ def _stages(x, stages, block, g_ghost, mix, cheap_ratio, group_width, first_stri
             continue
         for block_index in range(stage.depth):
             x = block(x, stage.filters, strides=strides if block_index == 0 else 1,
-                      name=f"{name}.block{block_index}", **block_kwargs)
+                      name=f"{name}_block{block_index}", **block_kwargs)
     return x
 
 
@@ -112,7 +112,7 @@ def _build(spec, stem, stages_fn, taps, *, include_top, weights, input_shape, in
     x = stem(x)
     x = stages_fn(x)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="head.pool")(x)
+        x = layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
@@ -122,14 +122,14 @@ def _build(spec, stem, stages_fn, taps, *, include_top, weights, input_shape, in
 
 def _stage_end(index, stage, g_ghost):
     if g_ghost and index > 1 and stage.depth > 2:
-        return f"stage{index}.last.relu"
-    return f"stage{index}.block{stage.depth - 1}.relu"
+        return f"stage{index}_last_relu"
+    return f"stage{index}_block{stage.depth - 1}_relu"
 
 
 def feature_taps(stages, g_ghost, stem_stride):
     """The last layer at each stride: the stem conv's ReLU, then each stage's last block
     (ResNet34's first stage, after the stem pool, ends stride 4)."""
-    trunk, stride = [("stem.relu", 2)], stem_stride
+    trunk, stride = [("stem_relu", 2)], stem_stride
     for index, stage in enumerate(stages, start=1):
         stride *= 2 if index > 1 or stem_stride == 2 else 1
         trunk.append((_stage_end(index, stage, g_ghost), stride))
@@ -182,8 +182,8 @@ def _resnet34(builder, g_ghost, mix, cheap_ratio, name, **kwargs):
     def stem(x):
         x = conv_bn(x, RESNET_STEM_CHANNELS, 7, 2, activation="relu", name="stem")
         # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU (>= 0).
-        x = layers.ZeroPadding2D(1, name="stem.pool.pad")(x)
-        return layers.MaxPooling2D(3, strides=2, name="stem.pool")(x)
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
     stages_fn = functools.partial(_stages, stages=RESNET34_STAGES, block=basic_block,
                                   g_ghost=g_ghost, mix=mix, cheap_ratio=cheap_ratio,

@@ -59,12 +59,12 @@ def _cifar_model(builder, trunk_fn, *, ghost_ratio, ghost_dw_size, include_top, 
         x = base.preprocessing_layer(CIFAR10_MEAN, CIFAR10_STD)(x)
     x = trunk_fn(x)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="head.pool")(x)
+        x = layers.GlobalAveragePooling2D(name="head_pool")(x)
         if hidden:
-            x = layers.Dense(hidden, name="head.fc")(x)
+            x = layers.Dense(hidden, name="head_fc")(x)
             x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                          name="head.bn")(x)
-            x = layers.Activation("relu", name="head.relu")(x)
+                                          name="head_bn")(x)
+            x = layers.Activation("relu", name="head_relu")(x)
     x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
     model = keras.Model(inputs, x, name=name)
     if ghost_ratio:
@@ -91,14 +91,14 @@ def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=N
     trunk, stride = [], 1
     for s, stage in enumerate(RESNET56_STAGES):
         stride *= stage.stride
-        trunk.append((f"stage{s}.block{stage.blocks - 1}.relu", stride))
+        trunk.append((f"stage{s}_block{stage.blocks - 1}_relu", stride))
 
     def trunk_fn(x):
         x = conv_bn(x, RESNET_STEM_CHANNELS, 3, activation="relu", name="stem")
         for s, stage in enumerate(RESNET56_STAGES):
             for b in range(stage.blocks):
                 x = basic_block(x, stage.channels, stage.stride if b == 0 else 1,
-                                shortcut="zero_pad", name=f"stage{s}.block{b}")
+                                shortcut="zero_pad", name=f"stage{s}_block{b}")
         return x
 
     return _cifar_model(CifarResNet56, trunk_fn, ghost_ratio=ghost_ratio,
@@ -122,15 +122,15 @@ def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None
     last conv before a pool, P5 the last pool; P5 is 1x1 at 32x32). Pools have no
     dilation, so only output_stride=16 dilates (stage 4 runs at stride 16).
     """
-    trunk = [(f"stage{s}.conv{stage.convs - 1}.relu", 2 ** s)
+    trunk = [(f"stage{s}_conv{stage.convs - 1}_relu", 2 ** s)
              for s, stage in enumerate(VGG16_STAGES)]
-    trunk.append((f"stage{len(VGG16_STAGES) - 1}.pool", 2 ** len(VGG16_STAGES)))
+    trunk.append((f"stage{len(VGG16_STAGES) - 1}_pool", 2 ** len(VGG16_STAGES)))
 
     def trunk_fn(x):
         for s, stage in enumerate(VGG16_STAGES):
             for c in range(stage.convs):
-                x = conv_bn(x, stage.channels, 3, activation="relu", name=f"stage{s}.conv{c}")
-            x = layers.MaxPooling2D(2, name=f"stage{s}.pool")(x)
+                x = conv_bn(x, stage.channels, 3, activation="relu", name=f"stage{s}_conv{c}")
+            x = layers.MaxPooling2D(2, name=f"stage{s}_pool")(x)
         return x
 
     return _cifar_model(CifarVGG16, trunk_fn, ghost_ratio=ghost_ratio,

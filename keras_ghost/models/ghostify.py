@@ -61,12 +61,12 @@ def ghostify(model, ratio=2, dw_size=3, relu=False, skip=(), skip_first=True, sk
             return copy_call(layer, *args, **kwargs)
         y = ghost_module(args[0], layer.filters, ratio=ratio, kernel_size=layer.kernel_size,
                          dw_size=dw_size, strides=layer.strides, relu=relu,
-                         name=f"{layer.name}.ghost")
+                         name=f"{layer.name}_ghost")
         if tuple(y.shape) != tuple(layer.output.shape):
             raise AssertionError(f"ghost module for '{layer.name}' gives {y.shape}, the conv "
                                  f"{layer.output.shape}; please report this as a bug.")
         if not _is_linear(layer):
-            y = keras.layers.Activation(layer.activation, name=f"{layer.name}.act")(y)
+            y = keras.layers.Activation(layer.activation, name=f"{layer.name}_act")(y)
         return y
 
     ghosted = rebuild(model, call)

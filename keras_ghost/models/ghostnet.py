@@ -107,14 +107,14 @@ def feature_taps(stages=GHOSTNET_STAGES):
     """Default taps: the last layer at each stride (the stem, the end of the stage before
     each strided one, the 1x1 `features` conv). timm's taps: the stem conv before its BN
     and the strided stages (`blocks.1/3/5/7` of timm, 24/40/80/160 channels at 1.0x)."""
-    trunk, timm, stride = [("stem.relu", 2)], {"P1": "stem.conv"}, 2
+    trunk, timm, stride = [("stem_relu", 2)], {"P1": "stem_conv"}, 2
     for s, stage in enumerate(stages):
-        end = f"stage{s}.block{len(stage) - 1}.add"
+        end = f"stage{s}_block{len(stage) - 1}_add"
         if stage[0].stride > 1:
             stride *= stage[0].stride
             timm[features.level(stride)] = end
         trunk.append((end, stride))
-    trunk.append(("features.relu", stride))
+    trunk.append(("features_relu", stride))
     return features.FeatureTaps({"default": features.last_at_each_stride(trunk), "timm": timm})
 
 
@@ -150,16 +150,16 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
                 # GhostNetV2 / V3: DFC attention everywhere but in the first two blocks.
                 dfc=version >= 2 and block_index > 1,
                 branches=branches,
-                name=f"stage{stage_index}.block{index_in_stage}",
+                name=f"stage{stage_index}_block{index_in_stage}",
             )
             block_index += 1
     x = conv_bn(x, scale_channels(FEATURE_CHANNELS, width), 1, activation="relu", name="features")
 
     if include_top:
-        x = layers.GlobalAveragePooling2D(keepdims=True, name="head.pool")(x)
-        x = layers.Conv2D(HEAD_CHANNELS, 1, name="head.conv")(x)
-        x = layers.Activation("relu", name="head.relu")(x)
-        x = layers.Flatten(name="head.flatten")(x)
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="head_pool")(x)
+        x = layers.Conv2D(HEAD_CHANNELS, 1, name="head_conv")(x)
+        x = layers.Activation("relu", name="head_relu")(x)
+        x = layers.Flatten(name="head_flatten")(x)
     x = base.classifier_top(x, include_top, pooling, classes, classifier_activation, dropout_rate)
 
     model = keras.Model(inputs, x, name=name)

@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_ghost.io_utils import write_atomic
 from keras_ghost.training.data import classification_pipeline, load_tfds
+from keras_ghost.weights.loading import load_keras_model
 
 EVAL_BATCH_SIZE = 256
 LABEL_SMOOTHING = 0.1
@@ -19,11 +20,9 @@ def load_keras3(path, deploy_graph):
     """The Keras 3 model from a `.keras` file; with `deploy_graph`, the graph that
     `keras_ghost.export` converts (branch sums re-parameterized, BN folded, gates
     rewritten; outputs unchanged): QAT trains the kernels that get deployed."""
-    import keras
-
     from keras_ghost.export import optimize_for_inference
 
-    model = keras.saving.load_model(path, safe_mode=True)
+    model = load_keras_model(path)
     return optimize_for_inference(model) if deploy_graph else model
 
 

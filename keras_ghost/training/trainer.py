@@ -24,6 +24,7 @@ from keras_ghost.training.callbacks import (AtomicCheckpoint, EMAWeights, Resume
 from keras_ghost.training.distribute import (enter_distribution, is_chief, make_strategy,
                                              replicas)
 from keras_ghost.training.optim import build_optimizer
+from keras_ghost.weights.loading import load_keras_model
 
 EXPORT_MODES = ("fp32", "int8")
 
@@ -139,7 +140,7 @@ def _float32_outputs(model):
     if all(keras.backend.standardize_dtype(o.dtype) == "float32" for o in model.outputs):
         return model
     outputs = keras.layers.Activation("linear", dtype="float32",
-                                      name="head.float32")(model.outputs[0])
+                                      name="head_float32")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
@@ -206,7 +207,7 @@ def train(model_fn, recipe, options):
         if options.teacher is not None:
             from keras_ghost.training.distill import Distiller
 
-            teacher = keras.saving.load_model(options.teacher, safe_mode=True)
+            teacher = load_keras_model(options.teacher)
             model = Distiller(model, teacher, options.distill_alpha, options.distill_temperature)
             model.build((None, *model.student.input_shape[1:]))
 
@@ -273,6 +274,7 @@ def train(model_fn, recipe, options):
         "top5": float(metrics["top5"]),
         "eval_loss": float(metrics["loss"]),
         "epochs_run": len(history.epoch),
+        "train_loss": [float(v) for v in history.history.get("loss", [])],  # per epoch
         "last_epoch": history.epoch[-1] + 1 if history.epoch else None,
         "started_at": resume.start,
         "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),

@@ -1,7 +1,9 @@
 """`weights=` handling of every builder: Keras files, PyTorch checkpoints, "imagenet"."""
 
 import collections
+import contextlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -17,7 +19,7 @@ from keras_ghost.weights import torch_convert
 
 CACHE_SUBDIR = "keras_ghost"
 # Layers that exist only with include_top=True; their weights are skipped without it.
-TOP_LAYER_PREFIX = "head."
+TOP_LAYER_PREFIX = "head_"
 
 
 class WeightsDownloadError(RuntimeError):
@@ -52,18 +54,88 @@ def load_weights(model, weights, spec=None, torch_rules=()):
 
 def load_keras_model(path):
     """`keras.saving.load_model(path, safe_mode=True)` with one-line errors naming the
-    file: missing, not a complete .keras archive (truncated), or not loadable."""
+    file: missing, not a complete .keras archive (truncated), or not loadable.
+
+    Files written by keras_ghost 0.1 name layers with dots (`stem.conv`), which the
+    PyTorch backend cannot hold; they load with today's names (`stem_conv`). A file
+    saved on any backend loads on the others (see `_portable`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}.")
     _keras_weight_shapes(path)  # the archive is complete and holds weights
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _portable_archive(path) as loadable:
             warnings.simplefilter("ignore")
-            return keras.saving.load_model(path, safe_mode=True)
+            return keras.saving.load_model(loadable, safe_mode=True)
     except Exception as e:
         raise ValueError(f"Could not load the Keras model {path}: {type(e).__name__}: "
                          f"{' '.join(str(e).split())[:300]}") from e
+
+
+def legacy_layer_name(name):
+    """Today's name of a layer that keras_ghost 0.1 named `name`."""
+    return name.replace(".", "_")
+
+
+def _portable(config):
+    """A saved model config that loads on this backend: dotted layer names renamed
+    everywhere (the layers' own names and every reference to them), and optimizer classes
+    of another backend (`keras.src.backend.torch.optimizers...`, which would import torch
+    into a TensorFlow process) named by their public `keras.optimizers` path. None when
+    nothing needs to change."""
+    dotted = set()
+
+    def collect(node):
+        if isinstance(node, dict):
+            if "class_name" in node and isinstance(node.get("config"), dict):
+                name = node["config"].get("name")
+                if isinstance(name, str) and "." in name:
+                    dotted.add(name)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    changed = []
+
+    def fix(node):
+        if isinstance(node, dict):
+            node = {key: fix(value) for key, value in node.items()}
+            module = node.get("module")
+            if (isinstance(module, str) and module.startswith("keras.src.backend.")
+                    and ".optimizers." in module):
+                changed.append(module)
+                node["module"] = "keras.optimizers"
+            return node
+        if isinstance(node, list):
+            return [fix(value) for value in node]
+        if isinstance(node, str) and node in dotted:
+            changed.append(node)
+            return legacy_layer_name(node)
+        return node
+
+    collect(config.get("config", {}).get("layers", []))  # the model's own name may keep dots
+    config = fix(config)
+    return config if changed else None
+
+
+@contextlib.contextmanager
+def _portable_archive(path):
+    """Yields `path`, or a temporary copy whose config `_portable` changed."""
+    with zipfile.ZipFile(path) as archive:
+        config = _portable(json.loads(archive.read("config.json")))
+        if config is None:
+            yield path
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            renamed = Path(tmp) / path.name
+            with zipfile.ZipFile(renamed, "w") as out:
+                for item in archive.infolist():
+                    data = (json.dumps(config).encode() if item.filename == "config.json"
+                            else archive.read(item))
+                    out.writestr(item, data)
+            yield renamed
 
 
 def _keras_weight_shapes(path):
@@ -181,7 +253,8 @@ def _load_npz(model, path):
         grouped = {}
         for key in data.files:
             layer_name, _, param = key.rpartition("/")
-            grouped.setdefault(layer_name, {})[param] = (key, data[key])
+            # Caches converted by keras_ghost 0.1 carry its dotted layer names.
+            grouped.setdefault(legacy_layer_name(layer_name), {})[param] = (key, data[key])
     return assign_weights(model, grouped, source=str(path))
 
 

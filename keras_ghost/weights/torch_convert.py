@@ -69,13 +69,17 @@ def _to_numpy(value):
 
 def group_by_layer(state, rules):
     """Maps `{torch_key: array}` to `{keras_layer_name: {param_name: array}}` with the
-    (regex, replacement) `rules`, applied in order to each key's module path."""
+    (regex, replacement) `rules`, applied in order to each key's module path.
+
+    The rules map onto the layers' dotted hierarchy (`stage0.block1.ghost1.primary.conv`);
+    layer names join its parts with `_`, since a "." is illegal in PyTorch parameter
+    names and Keras 3's torch backend names its parameters after the layers."""
     grouped = {}
     for key, value in state.items():
         module, _, param = key.rpartition(".")
         for pattern, replacement in rules:
             module = re.sub(pattern, replacement, module)
-        grouped.setdefault(module, {})[param] = (key, value)
+        grouped.setdefault(module.replace(".", "_"), {})[param] = (key, value)
     return grouped
 
 

@@ -128,12 +128,12 @@ def _split(folded):
         from keras import layers
 
         channels = x.shape[-1]
-        gate = constant_depthwise(x, np.ones((1, 1, channels, 1)), f"{act.name}.relu6",
+        gate = constant_depthwise(x, np.ones((1, 1, channels, 1)), f"{act.name}_relu6",
                                   bias=np.full(channels, 3.0), activation="relu6")
         y = layers.Multiply(name=act.name)([x, gate])
         if folded:
             return y
-        return constant_depthwise(y, np.full((1, 1, channels, 1), 1.0 / 6.0), f"{act.name}.div6")
+        return constant_depthwise(y, np.full((1, 1, channels, 1), 1.0 / 6.0), f"{act.name}_div6")
     return replace
 
 

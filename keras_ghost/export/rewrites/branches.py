@@ -53,8 +53,8 @@ class Fusion:
 @dataclasses.dataclass(frozen=True)
 class FuseParallelBranches(Rewrite):
     """Sums of parallel conv / BN / identity branches of one input -> one conv with bias.
-    The fused conv of a sum named `X.add` is named `X.conv` (`X.pad` for its padding),
-    else `{sum name}.conv`."""
+    The fused conv of a sum named `X_add` is named `X_conv` (`X_pad` for its padding),
+    else `{sum name}_conv`."""
 
     def find(self, graph):
         replacements = {}
@@ -182,12 +182,12 @@ def _fusion(add, source, branches, names):
         for p, k, P, K in zip(pad, pair(b.conv.kernel_size), big_pad, big):
             if not (0 <= P - p and P - p + k <= K):
                 return None
-    prefix = add.name[: -len(".add")] if add.name.endswith(".add") else None
-    name = f"{prefix}.conv" if prefix and f"{prefix}.conv" not in names else f"{add.name}.conv"
+    prefix = add.name[: -len("_add")] if add.name.endswith("_add") else None
+    name = f"{prefix}_conv" if prefix and f"{prefix}_conv" not in names else f"{add.name}_conv"
     pad_name = None
     if widest.pad is not None:
-        pad_name = (f"{prefix}.pad" if prefix and f"{prefix}.pad" not in names
-                    else f"{add.name}.pad")
+        pad_name = (f"{prefix}_pad" if prefix and f"{prefix}_pad" not in names
+                    else f"{add.name}_pad")
     return Fusion(add, branches, widest, name, pad_name)
 
 

@@ -53,11 +53,11 @@ def _per_part(pad, dw, act):
             channels = slice(start, start + part.shape[-1])
             start = channels.stop
             if pad is not None:
-                part = copy_as(pad, part, f"{pad.name}.part{i}")
+                part = copy_as(pad, part, f"{pad.name}_part{i}")
             part = rebuilt(dw, part, kernel[:, :, channels], bias[channels],
-                           name=f"{dw.name}.part{i}")
+                           name=f"{dw.name}_part{i}")
             if act is not None:
-                part = copy_as(act, part, f"{act.name}.part{i}")
+                part = copy_as(act, part, f"{act.name}_part{i}")
             outputs.append(part)
         return layers.Concatenate(name=concat.name)(outputs)
     return replace
