@@ -87,6 +87,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+# Building a model on JAX compiles one XLA program per weight initializer; without LLVM's
+# optimizations those compile 2-3x faster (tests load weights over them anyway).
+JAX_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
 def python_env(**extra):
     """The environment for a test subprocess: this one, quiet TF, plus `extra`."""
     import os

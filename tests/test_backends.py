@@ -18,7 +18,7 @@ import pytest
 
 import keras_ghost
 from backend_worker import Job
-from helpers import randomize_bn, registry_sweep
+from helpers import JAX_FAST_COMPILE, python_env, randomize_bn, registry_sweep
 
 HERE = Path(__file__).parent
 LEGACY = HERE / "data" / "legacy" / "ghostnetv2_025_cifar_v0.1"
@@ -35,12 +35,8 @@ RTOL = 1e-5
 def run_backend(backend, job, tmp_path):
     path = tmp_path / f"job.{backend}.{len(list(tmp_path.glob('job.*')))}.json"
     path.write_text(json.dumps(dataclasses.asdict(job)))
-    # Building a model on JAX compiles one XLA program per weight initializer; without
-    # LLVM's optimizations those compile 2-3x faster (the weights are loaded over them).
-    xla = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
-           "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip()}
+    env = python_env(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="",
+                     XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {JAX_FAST_COMPILE}".strip())
     done = subprocess.run([sys.executable, str(HERE / "backend_worker.py"), str(path)], env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -150,12 +146,12 @@ def test_every_backend_matches_tensorflow(tmp_path):
                                              classifier_activation=None)
     assert_close(outputs(tf_checkpoint, np.load(tmp_path / "images64.npy")), [timm_logits],
                  "timm checkpoint on tensorflow")
+    before = dynamic_before(tmp_path)
+    dynamic_expected = {(h, w): outputs(before, images[:, :h, :w]) for h, w in ((32, 32), (50, 40))}
     for backend in BACKENDS:
-        for size in ("32x32", "50x40"):
-            h, w = map(int, size.split("x"))
-            assert_close(load(tmp_path, f"dynamic.{size}", backend),
-                         outputs(dynamic_before(tmp_path), images[:, :h, :w]),
-                         (backend, "(None, None, 3) at", size))
+        for (h, w), want in dynamic_expected.items():
+            assert_close(load(tmp_path, f"dynamic.{h}x{w}", backend), want,
+                         (backend, "(None, None, 3) at", (h, w)))
         losses = load(tmp_path, "fit.loss", backend)[0]
         # SGD with momentum on one batch, BN in training mode: the loss falls, not monotonically.
         assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], (backend, losses)

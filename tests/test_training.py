@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import keras_ghost
 from conftest import REPO, SHARED
-from helpers import free_port, python_env
+from helpers import JAX_FAST_COMPILE, free_port, python_env
 from keras_ghost.training import data, optim, recipes
 from keras_ghost.training.distill import Distiller
 from keras_ghost.training.trainer import TrainOptions, train
@@ -437,8 +437,6 @@ def test_multiworker_mirrored_two_processes_end_with_identical_weights(tmp_path)
 
 ONE_STEP = ["--limit-train", "64", "--limit-eval", "32", "--batch-size", "32", "--epochs", "1",
             "--steps-per-epoch", "1"]
-# Building on JAX compiles one XLA program per initializer: faster without LLVM's passes.
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def _train_on(backend, strategy, out, xla_flags=""):
@@ -446,7 +444,7 @@ def _train_on(backend, strategy, out, xla_flags=""):
         [sys.executable, str(TRAIN), *TINY, *ONE_STEP, "--strategy", strategy,
          "--output-dir", str(out)], capture_output=True, text=True, timeout=1200,
         env=python_env(KERAS_BACKEND=backend, JAX_PLATFORMS="cpu",
-                       XLA_FLAGS=f"{xla_flags} {FAST_XLA}".strip()))
+                       XLA_FLAGS=f"{xla_flags} {JAX_FAST_COMPILE}".strip()))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return json.loads((out / "report.json").read_text())
 
