@@ -278,7 +278,7 @@ def test_keras_ghost_dispatcher(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown command 'covnert'; did you mean convert? (commands: convert, "
-        "benchmark, compare, quality-gate, train, qat)")
+        "benchmark, compare, quality-gate, train, qat, predict)")
 
 
 def test_same_seed_same_figures_with_stage_progress(tmp_path, capsys):

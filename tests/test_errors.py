@@ -14,9 +14,24 @@ def test_bad_width(width):
         keras_ghost.GhostNet(width=width)
 
 
-def test_imagenet_weights_with_other_class_count():
-    with pytest.raises(ValueError, match="classes=10.*include_top=False"):
-        keras_ghost.GhostNetV2(weights="imagenet", classes=10)
+def test_imagenet_weights_with_other_class_count_get_a_new_classifier(tmp_path, monkeypatch):
+    """timm's `pretrained=True, num_classes=10`: the backbone from the (here: cached)
+    reference conversion, a fresh 10-class classifier."""
+    torch = pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from keras_ghost.models.ghostnet import torch_name_rules
+    from keras_ghost.weights import torch_convert
+
+    torch.manual_seed(0)
+    state = {k: v.numpy() for k, v in timm.create_model("ghostnetv2_100").state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    loading.save_npz(torch_convert.group_by_layer(state, torch_name_rules()),
+                     tmp_path / loading.CACHE_SUBDIR / "ghostnetv2_100.npz")
+    model = keras_ghost.GhostNetV2(weights="imagenet", classes=10, input_shape=(64, 64, 3))
+    assert model.output_shape == (None, 10)
+    stem = model.get_layer("stem_conv").get_weights()[0]
+    assert np.array_equal(stem, state["conv_stem.weight"].transpose(2, 3, 1, 0))
 
 
 def test_imagenet_weights_for_unregistered_width():

@@ -2,7 +2,7 @@
 
     keras-ghost convert --int8                 # keras_ghost/cli/convert.py
     keras-ghost benchmark out/*.tflite         # keras_ghost/cli/benchmark.py
-    keras-ghost compare | quality-gate | train | qat ...
+    keras-ghost compare | quality-gate | train | qat | predict ...
 
 From a source checkout, `python tflite/convert.py ...` (and the other scripts in tflite/
 and training/) run the same code. Each command's `main(argv)` can also be called in
@@ -23,6 +23,7 @@ COMMANDS = {
     "quality-gate": ("quality_gate", "train or load a CIFAR-10 model and gate int8 against float"),
     "train": ("train", "train a registered model from a recipe"),
     "qat": ("qat", "quantization-aware fine-tune (and pruning) to an int8 .tflite"),
+    "predict": ("predict", "classify images with a trained .keras or .tflite model (top-k)"),
 }
 
 

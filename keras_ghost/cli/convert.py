@@ -171,6 +171,21 @@ def _saved_model(args):
     return spec, (height, width, channels), model
 
 
+def labelled(args, input_shape):
+    """The class names and preprocessing a `--keras-model` file written by `keras-ghost
+    train` carries (for the .tflite's metadata), at the exported input size; else None."""
+    if args.keras_model is None or args.include_preprocessing:
+        return None
+    import dataclasses
+
+    from keras_ghost import metadata
+
+    card = metadata.read(args.keras_model)
+    if card is None:
+        return None
+    return dataclasses.replace(card, image_size=tuple(input_shape[:2]))
+
+
 def main(argv=None):
     """`keras-ghost convert`; returns the report (a dict)."""
     return common.run(_main, argv)
@@ -179,7 +194,7 @@ def main(argv=None):
 def _main(argv):
     args = validate(parse_args(argv))
     progress = common.Progress(enabled=not args.quiet)
-    from keras_ghost import export
+    from keras_ghost import export, metadata
 
     common.quiet_python_logs(args.verbose)  # absl, now that TensorFlow loaded it
     with progress.stage("data", f"{args.calib_steps} + {args.holdout} images from "
@@ -193,7 +208,9 @@ def _main(argv):
     with progress.stage("build", str(args.keras_model) if args.keras_model else
                         f"{args.model}, weights {args.weights or 'random'}"):
         spec, input_shape, model = build_model(args)
-    norm = {} if args.include_preprocessing else dict(mean=spec.mean, std=spec.std)
+    card = labelled(args, input_shape)
+    source = card or spec  # a trained file's own preprocessing, else the variant's
+    norm = {} if args.include_preprocessing else dict(mean=source.mean, std=source.std)
     data = export.to_model_input(images, input_shape, **norm)
     calibration, holdout = data[:-args.holdout], data[-args.holdout:]
 
@@ -227,6 +244,11 @@ def _main(argv):
         common.fail(f"top-1 agreement {agreement:.3f} < --min-agreement {args.min_agreement}; "
                     "nothing written.", code=1)
     with progress.stage("write", output):
+        if card is not None:
+            content = metadata.add_to_tflite(content, card)
+            result["labels"] = str(metadata.write_labels(
+                card.labels, Path(output).with_name("labels.txt")))
+            result["size_bytes"] = len(content)
         export.write_atomic(content, output)
         export.write_atomic(result, os.path.splitext(output)[0] + ".json")
     print_summary(output, result)

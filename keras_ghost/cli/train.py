@@ -4,8 +4,9 @@ path); flags override the recipe's values.
     keras-ghost train --model ghostnet_050 --recipe cifar10 --epochs 10
     keras-ghost train --model ghostnetv2_100 --recipe ghostnetv2_rmsproptf \\
         --data-dir ~/tensorflow_datasets --strategy mirrored --mixed-precision
-    keras-ghost train --model ghostnet_100 --image-folder DIR --train-split train \\
-        --eval-split val --epochs 50 --export int8
+    # fine-tune reference weights on your own photos (DIR/<class>/*.jpg), labelled int8 out
+    keras-ghost train --model ghostnet_100 --image-folder DIR --init-weights CKPT.pth \\
+        --recipe finetune --head-epochs 2 --export int8
     keras-ghost train --model ghostnet_050 --benchmark-input 50
     # quantization-aware fine-tune (or --prune) of a trained float model to int8 .tflite
     keras-ghost train --model ghostnet_050 --qat --weights out/train/ghostnet_050/best.keras
@@ -37,8 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="ghostnet_100", help="registered variant")
     p.add_argument("--width", type=common.positive_number,
                    help="width multiplier (overrides the variant's)")
-    p.add_argument("--recipe", default="cifar10",
-                   help="bundled recipe name or JSON path (default %(default)s)")
+    p.add_argument("--recipe", help="bundled recipe name or JSON path (default: finetune "
+                                    "with --image-folder, else cifar10)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", help="TFDS dataset name (recipe: its dataset)")
     data.add_argument("--data-dir", type=Path, default=common.default_data_dir(),
@@ -46,7 +47,11 @@ def parse_args(argv=None):
                            "TFDS' default); "
                            "imagenet2012 needs `tfds build imagenet2012 --manual_dir ...` first")
     data.add_argument("--image-folder", type=Path,
-                      help="folder of images as DIR/<split>/<class>/*.jpg instead of TFDS")
+                      help="your images as DIR/<class>/*.jpg (or DIR/train/<class> + "
+                           "DIR/val/<class>) instead of TFDS; JPEG, PNG, WEBP, BMP, GIF")
+    data.add_argument("--val-fraction", type=common.number_in(0, 1, True, True), default=0.2,
+                      help="share of each class that validates when --image-folder has no "
+                           "val folder (seeded by --seed; default %(default)s)")
     data.add_argument("--train-split")
     data.add_argument("--eval-split")
     data.add_argument("--image-size", type=common.positive_int, help="input size (recipe, else the variant's)")
@@ -63,6 +68,13 @@ def parse_args(argv=None):
     data.add_argument("--benchmark-input", type=common.positive_int, metavar="STEPS",
                       help="only time the training input pipeline for STEPS batches")
     opt = p.add_argument_group("optimization (override the recipe)")
+    opt.add_argument("--init-weights", type=Path, metavar="CKPT",
+                     help="start from these weights: a timm / official checkpoint (.pth, "
+                          ".safetensors), 'imagenet', or a .keras / .weights.h5 of the same "
+                          "variant; a classifier for another number of classes is replaced")
+    opt.add_argument("--head-epochs", type=common.positive_int, metavar="N",
+                     help="fine-tune in two phases: the head alone for the first N epochs, "
+                          "then all layers (BatchNorm frozen) at a tenth of the lr")
     opt.add_argument("--epochs", type=common.positive_int)
     opt.add_argument("--batch-size", type=common.positive_int, help="global batch size")
     opt.add_argument("--lr", type=common.positive_number,
@@ -171,7 +183,7 @@ def load_config(args):
     from keras_ghost.training import recipes
 
     spec = keras_ghost.get_spec(args.model)
-    recipe = recipes.load_recipe(args.recipe).replace(
+    recipe = recipes.load_recipe(recipe_name(args)).replace(
         **{k: getattr(args, k) for k in RECIPE_FLAGS})
     return spec, recipe, recipe.image_size or spec.input_size[0]
 
@@ -182,6 +194,8 @@ def model_builder(args, image_size):
 
     def model_fn(recipe, classes):
         kwargs = {} if args.width is None else {"width": args.width}
+        if args.init_weights is not None:
+            kwargs["weights"] = str(args.init_weights)
         if recipe.dropout is not None:
             kwargs["dropout_rate"] = recipe.dropout
         return keras_ghost.create_model(args.model, input_shape=(image_size, image_size, 3),
@@ -206,6 +220,16 @@ def validate(args):
         raise common.UsageError("--tpu names the TPU of --strategy tpu; add --strategy tpu")
     if args.teacher is not None:
         common.check_input_file(args.teacher, "--teacher", (".keras",))
+    if args.init_weights is not None and str(args.init_weights) != "imagenet":
+        common.check_input_file(args.init_weights, "--init-weights", WEIGHT_SUFFIXES)
+    if args.head_epochs is not None:
+        if args.init_weights is None:
+            raise common.UsageError("--head-epochs trains a new head on pretrained features: "
+                                    "add --init-weights CKPT")
+        epochs = args.epochs or _recipe_epochs(recipe_name(args))
+        if epochs is not None and args.head_epochs >= epochs:
+            raise common.UsageError(f"--head-epochs {args.head_epochs} must be fewer than the "
+                                    f"epochs ({epochs}): the rest fine-tune all layers")
     if args.image_folder is not None and not args.image_folder.is_dir():
         raise common.UsageError(f"--image-folder {args.image_folder}: no such folder")
     if args.image_folder is None and args.data_dir is not None and not args.data_dir.is_dir():
@@ -214,11 +238,44 @@ def validate(args):
     from keras_ghost.training import recipes
 
     try:
-        recipes.load_recipe(args.recipe)
+        recipes.load_recipe(recipe_name(args))
     except ValueError as e:
         raise common.UsageError(f"--recipe: {e}") from None
     common.check_output_dir(args.output_dir or Path("out/train") / args.model, "--output-dir")
     return args
+
+
+WEIGHT_SUFFIXES = (".keras", ".h5", ".npz", ".pth", ".pt", ".tar", ".bin", ".ckpt",
+                   ".safetensors")
+
+
+def recipe_name(args):
+    if args.recipe:
+        return args.recipe
+    return "finetune" if args.image_folder is not None else "cifar10"
+
+
+def _recipe_epochs(name):
+    from keras_ghost.training import recipes
+
+    try:
+        return recipes.load_recipe(name).epochs
+    except ValueError:
+        return None  # validate() names the bad recipe
+
+
+def check_folder(args, recipe, options):
+    """The image folder scanned (one line: classes, images, what was skipped) before the
+    long work; its problems as one-line usage errors."""
+    from keras_ghost import image_folder
+    from keras_ghost.training import trainer
+
+    try:
+        options = trainer.scan_folder(recipe, options)
+    except image_folder.ImageFolderError as e:
+        raise common.UsageError(f"--image-folder: {e}") from None
+    print(options.image_folder.summary(), flush=True)
+    return options
 
 
 def main(argv=None):
@@ -238,7 +295,8 @@ def _main(argv):
     distill_alpha, distill_temperature = distillation(args, recipe)
     options = trainer.TrainOptions(
         output_dir=args.output_dir or Path("out/train") / args.model,
-        data_dir=args.data_dir, image_folder=args.image_folder, mean=spec.mean, std=spec.std,
+        data_dir=args.data_dir, image_folder=args.image_folder, val_fraction=args.val_fraction,
+        head_epochs=args.head_epochs or 0, mean=spec.mean, std=spec.std,
         crop_pct=spec.crop_pct, interpolation=spec.interpolation, seed=args.seed,
         strategy=args.strategy, tpu=args.tpu, mixed_precision=args.mixed_precision,
         jit=args.jit, save_freq=args.save_freq or "epoch",
@@ -250,6 +308,8 @@ def _main(argv):
         verbose="auto" if args.fit_verbose is None else args.fit_verbose,
         custom_loop={"auto": None, "fit": False, "custom": True}[args.loop])
     model_fn = model_builder(args, image_size)
+    if args.image_folder is not None:
+        options = check_folder(args, recipe, options)
 
     if args.benchmark_input:
         train_ds, _, _, _, _ = trainer.input_pipelines(

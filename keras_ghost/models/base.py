@@ -55,9 +55,6 @@ def check_top_args(include_top, weights, classes, pooling, spec):
         if spec is None or not spec.weights_url:
             raise ValueError("weights='imagenet' needs a registered variant with reference weights; "
                              "pass a local weights file or weights=None instead.")
-        if include_top and classes != 1000:
-            raise ValueError(f"weights='imagenet' with include_top=True gives 1000 classes, got "
-                             f"classes={classes}. Use include_top=False and add your own classifier.")
 
 
 def model_inputs(input_shape, input_tensor, default_shape, min_size, name):

@@ -6,12 +6,16 @@ from pathlib import Path
 import keras
 
 
-def save_keras(model, path):
-    """Saves a `.keras` file atomically (`model.save` insists on the `.keras` suffix)."""
+def save_keras(model, path, metadata=None):
+    """Saves a `.keras` file atomically (`model.save` insists on the `.keras` suffix),
+    with `metadata` (class names, preprocessing) inside when given."""
+    from keras_ghost import metadata as metadata_lib
     from keras_ghost.io_utils import atomic_path
 
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        if metadata is not None:
+            metadata_lib.add_to_keras(tmp, metadata)
     return Path(path)
 
 
@@ -25,20 +29,21 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     atomically (keras.callbacks.ModelCheckpoint writes in place, so a crash mid-save
     leaves a corrupt file). Place it after SwapEMAWeights to save the EMA weights."""
 
-    def __init__(self, directory, monitor="val_accuracy", mode="max"):
+    def __init__(self, directory, monitor="val_accuracy", mode="max", metadata=None):
         super().__init__()
         self.directory = Path(directory)
+        self.metadata = metadata  # a keras_ghost.metadata.ModelMetadata to store inside
         self.monitor = monitor
         self.better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
         self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
         model = exportable(self.model)
-        save_keras(model, self.directory / "last.keras")
+        save_keras(model, self.directory / "last.keras", self.metadata)
         value = (logs or {}).get(self.monitor)
         if value is not None and (self.best is None or self.better(value, self.best)):
             self.best = float(value)
-            save_keras(model, self.directory / "best.keras")
+            save_keras(model, self.directory / "best.keras", self.metadata)
 
 
 class ResumeReport(keras.callbacks.Callback):

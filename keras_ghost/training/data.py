@@ -58,6 +58,17 @@ def load_tfds(name, split, data_dir=None):
     return ds, info.features[label_key].num_classes, num_examples
 
 
+def tfds_label_names(name, data_dir=None):
+    """The class names of a prepared TFDS dataset's label feature, or None."""
+    import tensorflow_datasets as tfds
+
+    try:
+        info = tfds.builder(name, data_dir=data_dir).info
+        return list(info.features[info.supervised_keys[1]].names)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None  # no class names (no supervised keys, a label without ClassLabel)
+
+
 def classification_pipeline(ds, image_size, *, training, batch_size, mean, std, seed=None,
                             padding=4, shuffle_buffer=10_000, cache=False):
     """Batches `(uint8 image, label)` pairs as `(float32 normalized image, int label)`.
@@ -110,19 +121,20 @@ def classification_pipeline(ds, image_size, *, training, batch_size, mean, std, 
 # Training input: any TFDS image-classification dataset or a folder of class subfolders,
 # ImageNet-style augmentation, eval resize + center crop, and a throughput benchmark.
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CROPS = ("random_resized", "pad_crop")
 
 
 def load_folder(root, split=None):
     """Reads a folder of images in class subfolders (`root/<class>/*.jpg`, or
-    `root/<split>/<class>/*.jpg` when `split` is given), decoding in parallel.
+    `root/<split>/<class>/*.jpg` when `split` is given), decoding in parallel, without the
+    checks and the validation split of `keras_ghost.image_folder.scan` (what `train` uses).
 
     Returns `(dataset, class_names, num_examples)` like `load_tfds`; classes are the sorted
     subfolder names, so train and eval folders with the same classes agree on labels.
     """
-    import tensorflow as tf
     from pathlib import Path
+
+    from keras_ghost import image_folder
 
     folder = Path(root) / split if split else Path(root)
     layout = "ROOT/<split>/<class>/*.jpg" if split else "ROOT/<class>/*.jpg"
@@ -130,24 +142,14 @@ def load_folder(root, split=None):
         raise DatasetNotPreparedError(
             f"Image folder {folder} does not exist. Arrange the images as {layout} "
             "(one subfolder per class), or pass a TFDS dataset name instead.")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).rglob("*")
-                       if p.suffix.lower() in IMAGE_EXTENSIONS)
-        paths += [str(p) for p in files]
-        labels += [label] * len(files)
+    files = image_folder.class_files(folder)
+    paths = [p for names in files.values() for p in names]
+    labels = [label for label, names in enumerate(files.values()) for _ in names]
     if not paths:
         raise DatasetNotPreparedError(
-            f"No images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {folder}; "
-            f"arrange them as {layout}.")
-
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return image, label
-
-    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, tf.int64)))
-    return ds.map(decode, num_parallel_calls=AUTOTUNE), classes, len(paths)
+            f"No images ({', '.join(image_folder.IMAGE_EXTENSIONS)}) in class subfolders of "
+            f"{folder}; arrange them as {layout}.")
+    return image_folder.files_dataset(paths, labels), list(files), len(paths)
 
 
 def load_dataset(name=None, split="train", data_dir=None, folder=None):
@@ -311,6 +313,20 @@ def eval_pipeline(ds, image_size, *, batch_size, mean, std, num_classes, crop_pc
         return (image - mean) / std, tf.one_hot(label, num_classes)
 
     return ds.map(transform, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def eval_image(image, image_size, *, mean, std, crop_pct=0.875, interpolation="bicubic"):
+    """One decoded uint8 image as `eval_pipeline` prepares it: float32 HxWx3 numpy."""
+    import tensorflow as tf
+
+    size = _size2(image_size)
+    if tuple(image.shape[:2]) == size and crop_pct == 1.0:
+        image = tf.cast(image, tf.float32)
+    else:
+        image = resize_center_crop(image, size, crop_pct, interpolation)
+    mean = np.asarray(mean, "float32") * 255.0
+    std = np.asarray(std, "float32") * 255.0
+    return ((image.numpy() - mean) / std).astype("float32")
 
 
 def benchmark_input(ds, steps, warmup=5):

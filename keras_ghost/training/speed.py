@@ -41,7 +41,8 @@ def build(name, input_size, classes=1000):
                                     classifier_activation=None)
 
 
-def _median_seconds(fn, warmup, runs):
+def median_seconds(fn, warmup, runs):
+    """Median wall seconds of `runs` calls of `fn` after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -71,9 +72,9 @@ def measure(model, batch_sizes, *, jit=False, warmup=3, runs=10, classes=1000):
             x = rng.standard_normal((batch, *shape), dtype=np.float32)
             y = rng.integers(0, classes, batch)
             if mode == "inference":
-                seconds = _median_seconds(lambda: model.predict_on_batch(x), warmup, runs)
+                seconds = median_seconds(lambda: model.predict_on_batch(x), warmup, runs)
             else:
-                seconds = _median_seconds(lambda: model.train_on_batch(x, y), warmup, runs)
+                seconds = median_seconds(lambda: model.train_on_batch(x, y), warmup, runs)
             per_batch[batch] = seconds
         result[mode] = {
             "latency_ms": round(1000 * per_batch[1], 3),

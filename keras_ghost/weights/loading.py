@@ -4,6 +4,7 @@ import collections
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -17,6 +18,7 @@ import numpy as np
 from keras_ghost.io_utils import atomic_path
 from keras_ghost.weights import torch_convert
 
+log = logging.getLogger("keras_ghost")
 CACHE_SUBDIR = "keras_ghost"
 # Layers that exist only with include_top=True; their weights are skipped without it.
 TOP_LAYER_PREFIX = "head_"
@@ -27,7 +29,11 @@ class WeightsDownloadError(RuntimeError):
 
 
 def load_weights(model, weights, spec=None, torch_rules=()):
-    """Loads `weights` ("imagenet", a Keras weights file or a PyTorch checkpoint) into `model`."""
+    """Loads `weights` ("imagenet", a Keras weights file or a PyTorch checkpoint) into `model`.
+
+    A file whose classifier has another number of classes loads everything but the
+    classifier, which keeps its fresh initialization (timm's `num_classes` with
+    `pretrained=True`): the way to fine-tune on other classes."""
     if weights == "imagenet":
         return _load_imagenet(model, spec, torch_rules)
     path = Path(os.fspath(weights)).expanduser()
@@ -40,6 +46,9 @@ def load_weights(model, weights, spec=None, torch_rules=()):
         return assign_weights(model, grouped, source=str(path))
     if path.name.endswith(".npz"):
         return _load_npz(model, path)
+    head_only = _head_only_mismatch(model, path)
+    if head_only:
+        return _load_keras_backbone(model, path, head_only)
     check_keras_weights_fit(model, path)
     try:
         with warnings.catch_warnings():  # Keras' per-layer notes: the check said it all
@@ -230,7 +239,11 @@ def assign_weights(model, grouped, source):
                              f"'{model.name}'; is it a checkpoint of this architecture?")
         params = unused.pop(layer.name)
         file_shapes = {key: array.shape for key, array in params.values()}
-        for variable, (key, array) in zip(layer.weights, torch_convert.keras_arrays(layer, params)):
+        arrays = list(torch_convert.keras_arrays(layer, params))
+        if layer.name.startswith(TOP_LAYER_PREFIX) and _other_classes(layer, arrays):
+            _note_new_head(model, layer, source)
+            continue
+        for variable, (key, array) in zip(layer.weights, arrays):
             if tuple(variable.shape) != array.shape:
                 raise ValueError(
                     f"{source} does not fit '{model.name}': layer '{layer.name}' expects "
@@ -245,6 +258,66 @@ def assign_weights(model, grouped, source):
                          "Is it a checkpoint of another architecture?")
     for variable, array in new_values:
         variable.assign(array.astype(variable.dtype))
+    return model
+
+
+def _other_classes(layer, arrays):
+    """True when the file's weights of classifier `layer` differ from it in the last
+    (class) dimension only."""
+    ours = [tuple(v.shape) for v in layer.weights]
+    theirs = [tuple(a.shape) for _, a in arrays]
+    return (len(ours) == len(theirs) and ours != theirs
+            and all(a[:-1] == b[:-1] for a, b in zip(ours, theirs)))
+
+
+def _note_new_head(model, layer, source):
+    log.info("%s: '%s' keeps its fresh initialization for %d classes (the file %s has "
+             "another number)", model.name, layer.name, layer.weights[0].shape[-1], source)
+
+
+def _head_only_mismatch(model, path):
+    """The `{h5 key: shape}` groups of the Keras file's classifier layers when only their
+    class dimension differs from `model`'s, else None (then the strict check runs)."""
+    try:
+        found = _keras_weight_shapes(path)
+    except ValueError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        own = Path(tmp) / "own.weights.h5"
+        model.save_weights(own)
+        expected = _keras_weight_shapes(own)
+    if found.keys() != expected.keys() or found == expected:
+        return None
+    layers = _layer_of_key(model)
+    differ = {k.rpartition("/vars/")[0] for k in expected if expected[k] != found[k]}
+    for group in differ:
+        layer = layers.get(group)
+        if layer is None or not layer.name.startswith(TOP_LAYER_PREFIX):
+            return None
+        keys = [k for k in expected if k.startswith(group + "/vars/")]
+        if not all(expected[k][:-1] == found[k][:-1] for k in keys):
+            return None
+    return differ
+
+
+def _load_keras_backbone(model, path, new_head):
+    """Assigns every layer's weights from the Keras file but those of `new_head` groups."""
+    import h5py
+
+    if path.name.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            store = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    else:
+        store = h5py.File(path, "r")
+    with store:
+        for group, layer in _layer_of_key(model).items():
+            if not layer.weights:
+                continue
+            if group in new_head:
+                _note_new_head(model, layer, str(path))
+                continue
+            for i, variable in enumerate(layer.weights):
+                variable.assign(np.asarray(store[f"{group}/vars/{i}"]).astype(variable.dtype))
     return model
 
 
