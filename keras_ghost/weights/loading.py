@@ -46,10 +46,11 @@ def load_weights(model, weights, spec=None, torch_rules=()):
         return assign_weights(model, grouped, source=str(path))
     if path.name.endswith(".npz"):
         return _load_npz(model, path)
-    head_only = _head_only_mismatch(model, path)
-    if head_only:
-        return _load_keras_backbone(model, path, head_only)
-    check_keras_weights_fit(model, path)
+    found, expected = _keras_weight_shapes(path), _own_weight_shapes(model)
+    new_head = _head_only_mismatch(model, found, expected)
+    if new_head:
+        return _load_keras_backbone(model, path, new_head)
+    check_keras_weights_fit(model, path, found, expected)
     try:
         with warnings.catch_warnings():  # Keras' per-layer notes: the check said it all
             warnings.simplefilter("ignore")
@@ -196,14 +197,20 @@ def _layer_of_key(model):
     return keys
 
 
-def check_keras_weights_fit(model, path):
-    """Raises ValueError naming the first layer whose weights in the Keras file `path`
-    differ from `model`'s (both shapes), before Keras' loader prints per-layer notes."""
-    found = _keras_weight_shapes(path)
-    with tempfile.TemporaryDirectory() as tmp:  # the layout `model` itself writes
+def _own_weight_shapes(model):
+    """`_keras_weight_shapes` of the file `model` itself would write."""
+    with tempfile.TemporaryDirectory() as tmp:
         own = Path(tmp) / "own.weights.h5"
         model.save_weights(own)
-        expected = _keras_weight_shapes(own)
+        return _keras_weight_shapes(own)
+
+
+def check_keras_weights_fit(model, path, found=None, expected=None):
+    """Raises ValueError naming the first layer whose weights in the Keras file `path`
+    differ from `model`'s (both shapes), before Keras' loader prints per-layer notes.
+    `found` / `expected`: the two files' shapes, when the caller has them already."""
+    found = _keras_weight_shapes(path) if found is None else found
+    expected = _own_weight_shapes(model) if expected is None else expected
     if found == expected:
         return
     layers = _layer_of_key(model)
@@ -275,17 +282,10 @@ def _note_new_head(model, layer, source):
              "another number)", model.name, layer.name, layer.weights[0].shape[-1], source)
 
 
-def _head_only_mismatch(model, path):
-    """The `{h5 key: shape}` groups of the Keras file's classifier layers when only their
-    class dimension differs from `model`'s, else None (then the strict check runs)."""
-    try:
-        found = _keras_weight_shapes(path)
-    except ValueError:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        own = Path(tmp) / "own.weights.h5"
-        model.save_weights(own)
-        expected = _keras_weight_shapes(own)
+def _head_only_mismatch(model, found, expected):
+    """The h5 groups of the classifier layers when a Keras file's weight shapes (`found`)
+    differ from `model`'s (`expected`) in their class dimension only, else None (then the
+    strict check runs)."""
     if found.keys() != expected.keys() or found == expected:
         return None
     layers = _layer_of_key(model)
