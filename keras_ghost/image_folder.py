@@ -86,11 +86,11 @@ def _check(files_by_class, progress=None):
     every = [f for files in files_by_class.values() for f in files]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:  # TF's decoders release the GIL
         problems = {}
-        for path, problem in zip(every, pool.map(_problem, every)):
+        for done, (path, problem) in enumerate(zip(every, pool.map(_problem, every)), 1):
             if problem:
                 problems[path] = problem
             if progress:
-                progress()
+                progress(done, len(every))
     kept = {name: [f for f in files if f not in problems]
             for name, files in files_by_class.items()}
     return kept, tuple(problems.items())
@@ -99,7 +99,7 @@ def _check(files_by_class, progress=None):
 def scan(root, *, val_fraction=0.2, seed=0, train_dir="train", val_dir="val", progress=None):
     """Checks the folder `root` and returns its `ImageFolder`; raises ImageFolderError
     naming the problem (no class subfolders, no images, a class with too few, validation
-    classes that training lacks). `progress()` is called once per file checked."""
+    classes that training lacks). `progress(done, total)` follows the files checked."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ImageFolderError(f"image folder {root} does not exist")

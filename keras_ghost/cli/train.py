@@ -270,8 +270,9 @@ def check_folder(args, recipe, options):
     from keras_ghost import image_folder
     from keras_ghost.training import trainer
 
+    bar = common.Progress(enabled=not args.quiet).bar(f"checking {args.image_folder}")
     try:
-        options = trainer.scan_folder(recipe, options)
+        options = trainer.scan_folder(recipe, options, progress=bar)
     except image_folder.ImageFolderError as e:
         raise common.UsageError(f"--image-folder: {e}") from None
     print(options.image_folder.summary(), flush=True)
