@@ -159,3 +159,16 @@ def test_detection_script_bad_input_is_one_line(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_detection_script_finds_the_data_dir_from_any_folder(tmp_path, monkeypatch):
+    """Its default is the checkout's ../shared/tfds, not one relative to the current folder."""
+    from helpers import load_script
+
+    from keras_ghost.cli import common
+
+    script = load_script("training/detection.py")
+    monkeypatch.chdir(tmp_path)
+    assert script.parse_args([]).data_dir == common.default_data_dir()
+    if common.default_data_dir() is not None:
+        assert (script.parse_args([]).data_dir / "cifar10").is_dir()

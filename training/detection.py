@@ -26,8 +26,10 @@ def parse_args(argv=None):
     p = common.Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--backbone", default="ghostnet_100",
                    help="a registered keras_ghost variant or 'mobilenetv2' (default %(default)s)")
-    p.add_argument("--data-dir", default=os.path.join("..", "shared", "tfds"),
-                   help="TFDS dir with cifar10 (default %(default)s)")
+    p.add_argument("--data-dir", type=Path, default=common.default_data_dir(),
+                   help="TFDS dir with cifar10 (default: ../shared/tfds beside this checkout, "
+                        "found from the repository, not the current folder; else TFDS' "
+                        "default)")
     p.add_argument("--canvas", type=common.int_at_least(32), default=128, help="canvas size (default %(default)s)")
     p.add_argument("--train-images", type=common.positive_int, default=4000)
     p.add_argument("--test-images", type=common.positive_int, default=500)
