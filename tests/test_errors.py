@@ -158,3 +158,15 @@ def test_argument_the_builder_does_not_take():
     # e.g. convert.py / train.py --width for a variant without a width multiplier
     with pytest.raises(ValueError, match=r"'resnet34' \(ResNet34\) takes no argument 'width'"):
         keras_ghost.create_model("resnet34", width=0.5)
+
+
+def test_timm_argument_names_point_to_the_keras_applications_ones():
+    with pytest.raises(TypeError, match=r"GhostNetV2\(\) got an unexpected keyword argument "
+                                        r"'num_classes' \(the keras.applications name: "
+                                        r"classes= for num_classes\)"):
+        keras_ghost.GhostNetV2(num_classes=5)
+    with pytest.raises(TypeError, match=r"'colour'\.$"):  # no alias: no hint
+        keras_ghost.GGhostRegNet(colour=5)
+    with pytest.raises(ValueError, match=r"takes no argument 'pretrained' \(the "
+                                         r"keras.applications name: weights= for pretrained\)"):
+        keras_ghost.create_model("ghostnet_050", pretrained=True)

@@ -154,6 +154,7 @@ def _asymmnet(builder, stages, features, *, width, asymm_rate, include_top, weig
 
 
 @base.builder_doc
+@base.public_builder
 def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
                   dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1,
@@ -179,6 +180,7 @@ def AsymmNetLarge(width=1.0, include_top=True, weights=None, input_shape=None,
                      output_stride=output_stride)
 
 
+@base.public_builder
 def AsymmNetSmall(width=1.0, include_top=True, weights=None, input_shape=None,
                   input_tensor=None, pooling=None, classes=1000, classifier_activation="softmax",
                   dropout_rate=0.2, include_preprocessing=False, name=None, asymm_rate=1,

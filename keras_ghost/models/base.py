@@ -1,5 +1,7 @@
 """What every model builder shares: the keras.applications argument handling."""
 
+import functools
+import inspect
 import numbers
 import re
 import textwrap
@@ -35,6 +37,25 @@ def builder_doc(builder):
                              lambda m: textwrap.indent(APPLICATION_ARGS, m.group(1)),
                              builder.__doc__, flags=re.M)
     return builder
+
+
+def public_builder(fn):
+    """A public builder that answers an unknown keyword (timm's `num_classes`, ...) with a
+    TypeError naming the keras.applications argument to use, instead of Python's bare one."""
+    from keras_ghost.models.registry import alias_hint
+
+    accepted = inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def build(*args, **kwargs):
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            raise TypeError(f"{fn.__name__}() got an unexpected keyword argument "
+                            f"{', '.join(repr(k) for k in unknown)}"
+                            f"{alias_hint(unknown, accepted)}.")
+        return fn(*args, **kwargs)
+
+    return build
 
 
 def check_width(width):

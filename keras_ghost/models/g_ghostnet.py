@@ -193,6 +193,7 @@ def _resnet34(builder, g_ghost, mix, cheap_ratio, name, **kwargs):
 
 
 @base.builder_doc
+@base.public_builder
 def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=True,
                  weights=None, input_shape=None, input_tensor=None, pooling=None, classes=1000,
                  classifier_activation="softmax", dropout_rate=0.2, include_preprocessing=False,
@@ -218,6 +219,7 @@ def GGhostRegNet(variant="032", mix=True, cheap_ratio=CHEAP_RATIO, include_top=T
                    output_stride=output_stride)
 
 
+@base.public_builder
 def RegNetX(variant="032", include_top=True, weights=None, input_shape=None, input_tensor=None,
             pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
             include_preprocessing=False, name=None, features_only=False,
@@ -235,6 +237,7 @@ def RegNetX(variant="032", include_top=True, weights=None, input_shape=None, inp
                    output_stride=output_stride)
 
 
+@base.public_builder
 def GGhostResNet34(mix=True, cheap_ratio=CHEAP_RATIO, include_top=True, weights=None,
                    input_shape=None, input_tensor=None, pooling=None, classes=1000,
                    classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
@@ -254,6 +257,7 @@ def GGhostResNet34(mix=True, cheap_ratio=CHEAP_RATIO, include_top=True, weights=
                      output_stride=output_stride)
 
 
+@base.public_builder
 def ResNet34(include_top=True, weights=None, input_shape=None, input_tensor=None, pooling=None,
              classes=1000, classifier_activation="softmax", dropout_rate=0.0,
              include_preprocessing=False, name=None, features_only=False,

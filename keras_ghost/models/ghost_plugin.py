@@ -77,6 +77,7 @@ def _cifar_model(builder, trunk_fn, *, ghost_ratio, ghost_dw_size, include_top, 
     return features.finish(model, taps, fargs)
 
 
+@base.public_builder
 def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=10,
                   classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,
@@ -110,6 +111,7 @@ def CifarResNet56(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=N
                         feature_levels=feature_levels, output_stride=output_stride)
 
 
+@base.public_builder
 def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None,
                input_shape=None, input_tensor=None, pooling=None, classes=10,
                classifier_activation="softmax", dropout_rate=0.5, include_preprocessing=False,
@@ -143,6 +145,7 @@ def CifarVGG16(ghost_ratio=None, ghost_dw_size=3, include_top=True, weights=None
                         hidden=VGG_HIDDEN)
 
 
+@base.public_builder
 def GhostResNet50(ghost_ratio=2, ghost_dw_size=3, include_top=True, weights=None,
                   input_shape=None, input_tensor=None, pooling=None, classes=1000,
                   classifier_activation="softmax", dropout_rate=0.0, include_preprocessing=False,

@@ -170,6 +170,7 @@ def _ghostnet(builder, version, *, width, include_top, weights, input_shape, inp
 
 
 @base.builder_doc
+@base.public_builder
 def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
              pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
              include_preprocessing=False, name=None, features_only=False, feature_levels=None,
@@ -195,6 +196,7 @@ def GhostNet(width=1.0, include_top=True, weights=None, input_shape=None, input_
                      output_stride=output_stride, feature_taps=feature_taps)
 
 
+@base.public_builder
 def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
                pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
                include_preprocessing=False, name=None, features_only=False, feature_levels=None,
@@ -212,6 +214,7 @@ def GhostNetV2(width=1.0, include_top=True, weights=None, input_shape=None, inpu
 
 
 @base.builder_doc
+@base.public_builder
 def GhostNetV3(width=1.0, include_top=True, weights=None, input_shape=None, input_tensor=None,
                pooling=None, classes=1000, classifier_activation="softmax", dropout_rate=0.2,
                include_preprocessing=False, name=None, branches=V3_BRANCHES,

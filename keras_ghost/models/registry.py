@@ -80,6 +80,19 @@ def create_model(name, **kwargs):
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise ValueError(f"'{name}' ({spec.family}) takes no argument "
-                         f"{', '.join(repr(k) for k in unknown)}; it takes "
-                         f"{', '.join(accepted)}.")
+                         f"{', '.join(repr(k) for k in unknown)}"
+                         f"{alias_hint(unknown, accepted)}; it takes {', '.join(accepted)}.")
     return spec.builder(**{**spec.kwargs, **kwargs})
+
+
+# Argument names from timm / PyTorch that people reach for -> the keras.applications ones.
+ARGUMENT_ALIASES = {"num_classes": "classes", "pretrained": "weights", "in_chans": "input_shape",
+                    "img_size": "input_shape", "drop_rate": "dropout_rate",
+                    "global_pool": "pooling"}
+
+
+def alias_hint(unknown, accepted):
+    """` (the keras.applications name is classes=)` for unknown names with a known alias."""
+    hints = [f"{ARGUMENT_ALIASES[k]}= for {k}" for k in unknown
+             if ARGUMENT_ALIASES.get(k) in accepted]
+    return f" (the keras.applications name: {', '.join(hints)})" if hints else ""
