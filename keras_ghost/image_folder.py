@@ -57,20 +57,20 @@ def decode_image(data):
     return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
 
 
-def _problem(path):
-    """Why `path` cannot be decoded, or None."""
+def read_image(path):
+    """`(RGB uint8 HxWx3 tensor, None)` for a readable image file, else `(None, why)`."""
     import tensorflow as tf
 
     try:
         data = tf.io.read_file(path)
         if int(tf.strings.length(data)) == 0:
-            return "empty file"
+            return None, "empty file"
         image = decode_image(data)
         if min(image.shape[:2]) < 1:
-            return "no pixels"
+            return None, "no pixels"
     except (tf.errors.OpError, ValueError) as e:
-        return " ".join(str(getattr(e, "message", e)).split())[:80] or type(e).__name__
-    return None
+        return None, " ".join(str(getattr(e, "message", e)).split())[:80] or type(e).__name__
+    return image, None
 
 
 def class_files(folder):
@@ -86,7 +86,8 @@ def _check(files_by_class, progress=None):
     every = [f for files in files_by_class.values() for f in files]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:  # TF's decoders release the GIL
         problems = {}
-        for done, (path, problem) in enumerate(zip(every, pool.map(_problem, every)), 1):
+        problems_of = pool.map(lambda path: read_image(path)[1], every)
+        for done, (path, problem) in enumerate(zip(every, problems_of), 1):
             if problem:
                 problems[path] = problem
             if progress:

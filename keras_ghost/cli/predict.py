@@ -94,17 +94,15 @@ def load_images(paths, card, progress=None):
     """`(images, readable paths, [(path, reason)])`, preprocessed as in validation;
     `progress(done, total)` after each image."""
     import numpy as np
-    import tensorflow as tf
 
-    from keras_ghost.image_folder import decode_image
+    from keras_ghost.image_folder import read_image
     from keras_ghost.training.data import eval_image
 
     images, kept, skipped = [], [], []
     for path in paths:
-        try:
-            image = decode_image(tf.io.read_file(path))
-        except (tf.errors.OpError, ValueError) as e:
-            skipped.append((path, " ".join(str(getattr(e, "message", e)).split())[:80]))
+        image, problem = read_image(path)  # the same check as training's folder scan
+        if problem:
+            skipped.append((path, problem))
         else:
             images.append(eval_image(image, card.image_size, mean=card.mean, std=card.std,
                                      crop_pct=card.crop_pct, interpolation=card.interpolation))
